@@ -1,0 +1,65 @@
+# o16n: `make run` starts the one-box server; `make test` sets everything up and runs the tests.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.stamp-install
+RSTAMP := $(VENV)/.stamp-r
+
+.DEFAULT_GOAL := all
+.PHONY: all run test install install-r services protos check-protos lint format typecheck bench clean deploy-lint
+
+all: lint typecheck test
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+# R from Debian packages, then rpy2 built against it (pinned: rpy2 >= 3.6.6 needs R >= 4.5).
+$(RSTAMP): $(STAMP)
+	scripts/install-r.sh required
+	$(PIP) install -q 'rpy2' 'rpy2-rinterface<3.6.6'
+	touch $@
+
+install-r: $(RSTAMP)
+
+# make run: R where it can be installed, else Python only (/status says so).
+run: $(STAMP)
+	@scripts/install-r.sh optional && { test -f $(RSTAMP) || { $(PIP) install -q 'rpy2' 'rpy2-rinterface<3.6.6' && touch $(RSTAMP); } || true; } || true
+	$(VENV)/bin/o16n onebox
+
+services:
+	scripts/ensure-services.sh
+
+test: $(RSTAMP) services check-protos
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+# Regenerate into a scratch copy and fail when the committed code differs.
+check-protos: $(STAMP)
+	@tmp=$$(mktemp -d) && cp -r common protos scripts $$tmp/ && cd $$tmp && $(CURDIR)/$(PY) scripts/gen_protos.py \
+	  && diff -r $(CURDIR)/common/pb $$tmp/common/pb -x __pycache__ >/dev/null \
+	  || { echo "common/pb is stale: run 'make protos' and commit the result" >&2; exit 1; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+bench: $(RSTAMP) services
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf $(VENV) .o16n build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Code shared by the web node and the compute node: errors, settings, values, logging, protobuf."""

@@ -1,0 +1,87 @@
+"""The `o16n` command: run the pieces, or all of them as a one-box."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+
+
+def _onebox() -> int:
+    """A web node in this process and a compute node as a child process, both on 127.0.0.1."""
+    from common import logging as o16n_logging
+    from common.settings import load
+    from webnode.__main__ import serve
+    from webnode.settings import WebNodeSettings
+
+    settings = load(WebNodeSettings)
+    compute_port = os.environ.get("O16N_COMPUTE_PORT", "12805")
+    if not settings.compute_nodes:
+        settings = load(WebNodeSettings, compute_nodes=[f"http://127.0.0.1:{compute_port}"])
+    o16n_logging.configure(settings.log_level, name="webnode")
+
+    async def run() -> int:
+        env = {**os.environ, "O16N_COMPUTE_HOST": "127.0.0.1", "O16N_COMPUTE_PORT": compute_port}
+        child = await asyncio.create_subprocess_exec(sys.executable, "-m", "computenode", env=env)
+        stop = asyncio.Event()
+        web_task = asyncio.get_running_loop().create_task(serve(settings, stop))
+        child_task = asyncio.get_running_loop().create_task(child.wait())
+        done, _ = await asyncio.wait({web_task, child_task}, return_when=asyncio.FIRST_COMPLETED)
+        if child_task in done and not stop.is_set():
+            # The compute node stopped on its own (killed, crashed): the web node keeps
+            # serving and /status reports it; Ctrl-C ends the one-box.
+            print("o16n: the compute node exited; /status reports it as failed", file=sys.stderr, flush=True)
+            await web_task
+        stop.set()
+        if child.returncode is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(child.wait(), 15)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+        await web_task
+        return 0
+
+    return asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="o16n", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("onebox", help="run a web node and a compute node on 127.0.0.1")
+    sub.add_parser("webnode", help="run a web node")
+    sub.add_parser("computenode", help="run a compute node")
+    sub.add_parser("settings", help="print every setting with its default and help")
+    args = parser.parse_args(argv)
+    if args.command == "onebox":
+        return _onebox()
+    if args.command == "webnode":
+        from webnode.__main__ import main as web_main
+
+        web_main()
+        return 0
+    if args.command == "computenode":
+        from computenode.__main__ import main as compute_main
+
+        compute_main()
+        return 0
+    if args.command == "settings":
+        from common.settings import describe
+        from computenode.settings import ComputeNodeSettings
+        from webnode.settings import WebNodeSettings
+
+        seen = set()
+        for cls in (WebNodeSettings, ComputeNodeSettings):
+            for env, default, help_text in describe(cls):
+                if env not in seen:
+                    seen.add(env)
+                    print(f"{env}={default}\n    {help_text}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

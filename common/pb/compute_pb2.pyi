@@ -1,0 +1,163 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Runtime(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RUNTIME_UNSPECIFIED: _ClassVar[Runtime]
+    PYTHON: _ClassVar[Runtime]
+    R: _ClassVar[Runtime]
+RUNTIME_UNSPECIFIED: Runtime
+PYTHON: Runtime
+R: Runtime
+
+class Parameter(_message.Message):
+    __slots__ = ("name", "type")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class ServiceDefinition(_message.Message):
+    __slots__ = ("key", "runtime", "code", "init_code", "inputs", "outputs", "output_file_names")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    INIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FILE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    runtime: Runtime
+    code: str
+    init_code: str
+    inputs: _containers.RepeatedCompositeFieldContainer[Parameter]
+    outputs: _containers.RepeatedCompositeFieldContainer[Parameter]
+    output_file_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., code: _Optional[str] = ..., init_code: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., output_file_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExecuteServiceRequest(_message.Message):
+    __slots__ = ("service_key", "inputs_json")
+    SERVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    service_key: str
+    inputs_json: bytes
+    def __init__(self, service_key: _Optional[str] = ..., inputs_json: _Optional[bytes] = ...) -> None: ...
+
+class OutputFile(_message.Message):
+    __slots__ = ("name", "content", "present")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    PRESENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    content: bytes
+    present: bool
+    def __init__(self, name: _Optional[str] = ..., content: _Optional[bytes] = ..., present: _Optional[bool] = ...) -> None: ...
+
+class ExecutionResult(_message.Message):
+    __slots__ = ("success", "error_message", "outputs_json", "console_output", "changed_files", "output_files")
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONSOLE_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FILES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FILES_FIELD_NUMBER: _ClassVar[int]
+    success: bool
+    error_message: str
+    outputs_json: bytes
+    console_output: str
+    changed_files: _containers.RepeatedScalarFieldContainer[str]
+    output_files: _containers.RepeatedCompositeFieldContainer[OutputFile]
+    def __init__(self, success: _Optional[bool] = ..., error_message: _Optional[str] = ..., outputs_json: _Optional[bytes] = ..., console_output: _Optional[str] = ..., changed_files: _Optional[_Iterable[str]] = ..., output_files: _Optional[_Iterable[_Union[OutputFile, _Mapping]]] = ...) -> None: ...
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class CallRequest(_message.Message):
+    __slots__ = ("id", "execute_service")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EXECUTE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    execute_service: ExecuteServiceRequest
+    def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ...) -> None: ...
+
+class CallReply(_message.Message):
+    __slots__ = ("id", "result", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    result: ExecutionResult
+    error: Error
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+
+class LoadServiceRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: ServiceDefinition
+    def __init__(self, service: _Optional[_Union[ServiceDefinition, _Mapping]] = ...) -> None: ...
+
+class LoadServiceReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class UnloadServiceRequest(_message.Message):
+    __slots__ = ("service_key",)
+    SERVICE_KEY_FIELD_NUMBER: _ClassVar[int]
+    service_key: str
+    def __init__(self, service_key: _Optional[str] = ...) -> None: ...
+
+class UnloadServiceReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PoolStatus(_message.Message):
+    __slots__ = ("runtime", "max_size", "current_size", "active", "idle", "queued", "can_open_shell", "unavailable_reason")
+    RUNTIME_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    IDLE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    CAN_OPEN_SHELL_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    runtime: Runtime
+    max_size: int
+    current_size: int
+    active: int
+    idle: int
+    queued: int
+    can_open_shell: bool
+    unavailable_reason: str
+    def __init__(self, runtime: _Optional[_Union[Runtime, str]] = ..., max_size: _Optional[int] = ..., current_size: _Optional[int] = ..., active: _Optional[int] = ..., idle: _Optional[int] = ..., queued: _Optional[int] = ..., can_open_shell: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+
+class NodeStatus(_message.Message):
+    __slots__ = ("api_version", "node_id", "pools", "loaded_services", "log_path")
+    API_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    POOLS_FIELD_NUMBER: _ClassVar[int]
+    LOADED_SERVICES_FIELD_NUMBER: _ClassVar[int]
+    LOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    api_version: str
+    node_id: str
+    pools: _containers.RepeatedCompositeFieldContainer[PoolStatus]
+    loaded_services: int
+    log_path: str
+    def __init__(self, api_version: _Optional[str] = ..., node_id: _Optional[str] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., loaded_services: _Optional[int] = ..., log_path: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,97 @@
+"""Build and run a compute node: the gRPC server, its shell pools and the health service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+
+from common.pb import compute_pb2_grpc as pb_grpc
+from computenode.interceptors import ErrorInterceptor
+from computenode.pools import PoolConfig, ShellPool
+from computenode.runtimes import r_unavailable_reason
+from computenode.servicer import ComputeServicer
+from computenode.services import ServiceRegistry
+from computenode.settings import ComputeNodeSettings
+from computenode.shells.process import PYTHON, R, ShellSpec
+
+logger = logging.getLogger(__name__)
+SERVICE_NAME = "o16n.compute.v1.Compute"
+
+
+@dataclass
+class ComputeNode:
+    server: grpc.aio.Server
+    port: int
+    pools: dict[str, ShellPool]
+    health: health_aio.HealthServicer
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
+
+
+def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
+    return PoolConfig(
+        initial_size=getattr(settings, f"{runtime}_pool_initial_size"),
+        max_size=getattr(settings, f"{runtime}_pool_max_size"),
+        acquire_timeout=settings.shell_acquire_timeout,
+        queue_limit=settings.shell_queue_limit,
+        max_uses=settings.shell_max_uses,
+        start_timeout=settings.shell_start_timeout,
+    )
+
+
+async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
+    """Start pools and serve gRPC; returns once the port is bound (shells warm up in the background)."""
+    shells_root = (settings.data_dir / "shells").resolve()
+    shells_root.mkdir(parents=True, exist_ok=True)
+    specs: dict[str, ShellSpec] = {"python": PYTHON}
+    unavailable: dict[str, str] = {}
+    if settings.r_enabled:
+        reason = await r_unavailable_reason()
+        if reason:
+            unavailable["r"] = reason
+            logger.warning("%s; serving Python only", reason)
+        else:
+            specs["r"] = R
+    else:
+        unavailable["r"] = "R is disabled by O16N_R_ENABLED"
+    pools = {name: ShellPool(spec, _pool_config(settings, name), shells_root) for name, spec in specs.items()}
+
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", 1 << 30),
+            ("grpc.max_send_message_length", 1 << 30),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    port = server.add_insecure_port(f"{settings.compute_host}:{settings.compute_port}")
+    if port == 0:
+        raise OSError(f"cannot bind the compute node to {settings.compute_host}:{settings.compute_port}")
+    node_id = settings.node_id or f"{settings.compute_host}:{port}"
+    registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout)
+    servicer = ComputeServicer(
+        node_id=node_id,
+        pools=pools,
+        unavailable=unavailable,
+        registry=registry,
+        log_path=str(Path(settings.data_dir).resolve() / "logs"),
+    )
+    pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for pool in pools.values():
+        await pool.start()
+    await server.start()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    logger.info("compute node %s serving on port %d (runtimes: %s)", node_id, port, ", ".join(pools))
+    return ComputeNode(server=server, port=port, pools=pools, health=health_servicer)

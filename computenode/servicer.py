@@ -1,0 +1,125 @@
+"""The gRPC servicer: thin methods that decode, delegate to the domain objects, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from common.errors import AppError, Internal
+from common.pb import compute_pb2 as pb
+from common.pb import compute_pb2_grpc as pb_grpc
+from computenode.pools import ShellPool
+from computenode.services import ServiceRegistry
+
+logger = logging.getLogger(__name__)
+API_VERSION = "1.0"
+_RUNTIME_ENUM = {"python": pb.PYTHON, "r": pb.R}
+
+
+def error_message(exc: BaseException) -> pb.Error:
+    """The stream edge of the error model: one AppError -> one Error message."""
+    if isinstance(exc, AppError):
+        return pb.Error(code=exc.code, message=exc.message, field=exc.field)
+    logger.exception("unexpected error while serving a call", exc_info=exc)
+    return pb.Error(code=Internal.code, message="internal error on the compute node")
+
+
+class ComputeServicer(pb_grpc.ComputeServicer):
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        pools: dict[str, ShellPool],
+        unavailable: dict[str, str],
+        registry: ServiceRegistry,
+        log_path: str,
+    ) -> None:
+        self._node_id = node_id
+        self._pools = pools
+        self._unavailable = unavailable
+        self._registry = registry
+        self._log_path = log_path
+
+    async def Call(
+        self, request_iterator: AsyncIterator[pb.CallRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CallReply]:
+        replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def handle(request: pb.CallRequest) -> None:
+            try:
+                kind = request.WhichOneof("kind")
+                if kind == "execute_service":
+                    result = await self._registry.execute(request.execute_service)
+                    reply = pb.CallReply(id=request.id, result=result)
+                else:
+                    reply = pb.CallReply(id=request.id, error=pb.Error(code="invalid_input", message="empty call"))
+            except Exception as exc:
+                reply = pb.CallReply(id=request.id, error=error_message(exc))
+            replies.put_nowait(reply)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.get_running_loop().create_task(handle(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def LoadService(
+        self, request: pb.LoadServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadServiceReply:
+        self._registry.load(request.service)
+        return pb.LoadServiceReply()
+
+    async def UnloadService(
+        self, request: pb.UnloadServiceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnloadServiceReply:
+        self._registry.unload(request.service_key)
+        return pb.UnloadServiceReply()
+
+    async def GetStatus(self, request: pb.GetStatusRequest, context: grpc.aio.ServicerContext) -> pb.NodeStatus:
+        pools = []
+        for runtime, enum in _RUNTIME_ENUM.items():
+            pool = self._pools.get(runtime)
+            if pool is None:
+                pools.append(
+                    pb.PoolStatus(
+                        runtime=enum, can_open_shell=False, unavailable_reason=self._unavailable.get(runtime, "")
+                    )
+                )
+                continue
+            f = pool.figures()
+            pools.append(
+                pb.PoolStatus(
+                    runtime=enum,
+                    max_size=f.max_size,
+                    current_size=f.current_size,
+                    active=f.active,
+                    idle=f.idle,
+                    queued=f.queued,
+                    can_open_shell=f.current_size < f.max_size or f.idle > 0,
+                )
+            )
+        return pb.NodeStatus(
+            api_version=API_VERSION,
+            node_id=self._node_id,
+            pools=pools,
+            loaded_services=len(self._registry),
+            log_path=self._log_path,
+        )

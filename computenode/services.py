@@ -1,0 +1,110 @@
+"""Service versions loaded on this compute node, and their execution in pooled shells."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from common.errors import InvalidInput, ServiceNotLoaded, ShellCrashed, Unavailable
+from common.pb import compute_pb2 as pb
+from computenode.pools import ShellPool
+from computenode.shells.process import ShellProcess
+
+logger = logging.getLogger(__name__)
+
+RUNTIME_NAMES = {pb.PYTHON: "python", pb.R: "r"}
+
+
+@dataclass(frozen=True)
+class LoadedService:
+    definition: pb.ServiceDefinition
+    runtime: str
+
+    def load_header(self) -> dict[str, object]:
+        d = self.definition
+        return {
+            "op": "load",
+            "service": {
+                "key": d.key,
+                "code": d.code,
+                "init_code": d.init_code,
+                "inputs": [[p.name, p.type] for p in d.inputs],
+                "outputs": [[p.name, p.type] for p in d.outputs],
+                "output_files": list(d.output_file_names),
+            },
+        }
+
+
+class ServiceRegistry:
+    """Definitions by key; executes them in a shell of the right pool."""
+
+    def __init__(self, pools: dict[str, ShellPool], *, execution_timeout: float) -> None:
+        self._pools = pools
+        self._services: dict[str, LoadedService] = {}
+        self._execution_timeout = execution_timeout
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def load(self, definition: pb.ServiceDefinition) -> None:
+        runtime = RUNTIME_NAMES.get(definition.runtime)
+        if runtime is None:
+            raise InvalidInput(f"unsupported runtime {definition.runtime}")
+        if runtime not in self._pools:
+            raise Unavailable(f"the {runtime} runtime is not available on this compute node")
+        self._services[definition.key] = LoadedService(definition, runtime)
+
+    def unload(self, key: str) -> None:
+        self._services.pop(key, None)
+
+    async def execute(self, request: pb.ExecuteServiceRequest) -> pb.ExecutionResult:
+        service = self._services.get(request.service_key)
+        if service is None:
+            raise ServiceNotLoaded(f"service {request.service_key} is not loaded")
+        pool = self._pools[service.runtime]
+        async with pool.lease(service.definition.key) as shell:
+            if shell.loaded_key != service.definition.key:
+                failure = await self._prepare(shell, service)
+                if failure is not None:
+                    return failure
+            header, blobs = await shell.request(
+                {"op": "execute", "key": service.definition.key},
+                request.inputs_json,
+                timeout=self._execution_timeout,
+            )
+            if header.get("not_loaded"):
+                shell.loaded_key = None
+                raise ShellCrashed("the shell lost its service state")
+        return _result(header, blobs)
+
+    async def _prepare(self, shell: ShellProcess, service: LoadedService) -> pb.ExecutionResult | None:
+        shell.loaded_key = None
+        header, _ = await shell.request(service.load_header(), timeout=self._execution_timeout)
+        if not header.get("ok"):
+            return pb.ExecutionResult(
+                success=False,
+                error_message=str(header.get("error", "could not load the service")),
+                console_output=str(header.get("console", "")),
+                outputs_json=b"{}",
+            )
+        shell.loaded_key = service.definition.key
+        return None
+
+
+def _result(header: dict[str, object], blobs: list[bytes]) -> pb.ExecutionResult:
+    files_meta = header.get("files") or []
+    assert isinstance(files_meta, list)
+    output_files = [
+        pb.OutputFile(name=str(name), present=bool(present), content=blobs[i + 1] if present else b"")
+        for i, (name, present) in enumerate(files_meta)
+    ]
+    changed = header.get("changed") or []
+    assert isinstance(changed, list)
+    return pb.ExecutionResult(
+        success=bool(header.get("success")),
+        error_message=str(header.get("error") or ""),
+        outputs_json=blobs[0] if blobs else b"{}",
+        console_output=str(header.get("console") or ""),
+        changed_files=[str(c) for c in changed],
+        output_files=output_files,
+    )

@@ -1,0 +1,41 @@
+"""Settings of a compute node process (see common/settings.py for how they load)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import SettingsError, setting
+
+
+@dataclass(frozen=True)
+class ComputeNodeSettings:
+    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+    compute_host: str = setting("127.0.0.1", "Address the compute node's gRPC server binds to.")
+    compute_port: int = setting(12805, "Port of the compute node's gRPC server (0 picks a free port).")
+    data_dir: Path = setting(Path(".o16n"), "Data directory; shells get working directories below it.")
+    python_pool_initial_size: int = setting(2, "Python shells started ahead, warm, when the node starts.")
+    python_pool_max_size: int = setting(8, "Most Python shells alive at once in the generic pool.")
+    r_pool_initial_size: int = setting(1, "R shells started ahead, warm, when the node starts.")
+    r_pool_max_size: int = setting(4, "Most R shells alive at once in the generic pool.")
+    r_enabled: bool = setting(True, "Offer the R runtime when R and rpy2 can be imported.")
+    shell_acquire_timeout: float = setting(
+        30.0, "Seconds a request waits for a free shell before it fails as busy (503)."
+    )
+    shell_queue_limit: int = setting(1000, "Most requests waiting for a shell per pool; more fail at once.")
+    shell_max_uses: int = setting(10000, "A shell is replaced after this many requests.")
+    shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
+    execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")
+    node_id: str = setting("", "Name reported in /status; empty means host:port.")
+
+    def validate(self) -> None:
+        for runtime in ("python", "r"):
+            initial = getattr(self, f"{runtime}_pool_initial_size")
+            maximum = getattr(self, f"{runtime}_pool_max_size")
+            if initial < 0 or maximum < 1 or initial > maximum:
+                raise SettingsError(
+                    f"O16N_{runtime.upper()}_POOL_INITIAL_SIZE ({initial}) must be between 0 and "
+                    f"O16N_{runtime.upper()}_POOL_MAX_SIZE ({maximum}), which must be at least 1"
+                )
+        if self.shell_acquire_timeout <= 0 or self.execution_timeout <= 0:
+            raise SettingsError("timeouts must be positive")

@@ -1,0 +1,41 @@
+"""`python -m webnode`: run one web node until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from aiohttp import web
+
+from common import logging as o16n_logging
+from common.settings import load
+from webnode.app import create_app
+from webnode.settings import WebNodeSettings
+
+
+async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else settings.port
+    print(f"o16n web node listening on http://{settings.host}:{port}", flush=True)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main() -> None:
+    settings = load(WebNodeSettings)
+    o16n_logging.configure(settings.log_level, name="webnode")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""create_app(settings): compose the web node. Resources live in cleanup_ctx, handlers in routes/."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from webnode.auth.passwords import generate_password, hash_password, verify_password
+from webnode.auth.roles import OWNER
+from webnode.auth.tokens import TokenService
+from webnode.compute.cluster import ComputeCluster
+from webnode.coord.base import RESYNC, Coordinator
+from webnode.coord.memory import MemoryCoordinator
+from webnode.coord.redis import RedisCoordinator
+from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
+from webnode.middleware import auth_middleware, error_middleware
+from webnode.routes import consume, login, services, status
+from webnode.service_cache import ServiceCache
+from webnode.settings import WebNodeSettings
+from webnode.store.config import ConfigStore
+from webnode.store.db import open_database
+from webnode.store.migrations import migrate
+from webnode.store.services import ServiceStore
+from webnode.store.tokens import RefreshTokenStore
+from webnode.store.users import UserStore
+
+logger = logging.getLogger(__name__)
+
+
+async def ensure_admin(users: UserStore, settings: WebNodeSettings) -> str | None:
+    """Create the local admin on the first start; returns a generated password to print once."""
+    existing = await users.get(login.ADMIN)
+    if existing is None:
+        generated = None if settings.admin_password else generate_password()
+        password = settings.admin_password or generated
+        assert password is not None
+        try:
+            await users.create(login.ADMIN, await hash_password(password, settings.bcrypt_rounds), OWNER)
+        except Exception:
+            return None  # another web node created it first
+        return generated
+    if settings.admin_password and not await verify_password(settings.admin_password, existing.password_hash):
+        await users.set_password(login.ADMIN, await hash_password(settings.admin_password, settings.bcrypt_rounds))
+    return None
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    db = await open_database(settings.database_url, settings.data_dir)
+    await migrate(db)
+    app[db_key] = db
+    generated = await ensure_admin(UserStore(db), settings)
+    if generated:
+        banner = f"The local admin password is: {generated}  (shown once; set O16N_ADMIN_PASSWORD to choose one)"
+        print(banner, flush=True)
+        logger.warning("generated a password for the local admin user (printed on stdout)")
+    yield
+    await db.close()
+
+
+async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    coordinator: Coordinator = RedisCoordinator(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemoryCoordinator()
+    app[coordinator_key] = coordinator
+    await coordinator.start()
+    yield
+    await coordinator.close()
+
+
+async def _tokens_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    tokens = TokenService(
+        issuer=settings.token_issuer, audience=settings.token_audience, lifetime=settings.access_token_lifetime
+    )
+    await tokens.load_keys(ConfigStore(app[db_key]))
+    app[tokens_key] = tokens
+    refresh = RefreshTokenStore(
+        app[db_key],
+        idle_lifetime=settings.refresh_token_idle_lifetime,
+        max_lifetime=settings.refresh_token_max_lifetime,
+    )
+    lookback = settings.access_token_lifetime + 60
+
+    async def resync() -> None:
+        import time
+
+        for chain in await refresh.revoked_chains_since(time.time() - lookback):
+            tokens.revoke_chain(chain)
+
+    await resync()
+
+    def on_revocation(message: str) -> None:
+        if message == RESYNC:
+            import asyncio
+
+            asyncio.get_running_loop().create_task(resync())
+        else:
+            tokens.revoke_chain(message)
+
+    app[coordinator_key].subscribe(login.REVOCATIONS, on_revocation)
+    yield
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[services_key] = ServiceCache(ServiceStore(app[db_key]), app[coordinator_key])
+    yield
+
+
+async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    cluster = ComputeCluster(
+        ConfigStore(app[db_key]),
+        app[coordinator_key],
+        health_interval=settings.health_interval,
+        streams=settings.compute_streams,
+    )
+    await cluster.start(settings.compute_nodes)
+    app[cluster_key] = cluster
+    yield
+    await cluster.close()
+
+
+def create_app(settings: WebNodeSettings) -> web.Application:
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_body_size,
+    )
+    app[settings_key] = settings
+    app.cleanup_ctx.extend([_store_ctx, _coordination_ctx, _tokens_ctx, _services_ctx, _cluster_ctx])
+    for module in (login, services, consume, status):
+        app.router.add_routes(module.routes)
+    return app

@@ -1,0 +1,199 @@
+"""A web node's connection to one compute node.
+
+One gRPC channel per node; service executions travel over a few long-lived `Call`
+streams, each multiplexing many requests by id, so a request costs one stream message
+each way instead of a whole unary call. If a stream breaks, its pending requests fail
+with Unavailable (503) and the next request opens a new stream. Unary RPCs carry
+administration (load a service, status), each with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from common.errors import AppError, Timeout, Unavailable, from_code, from_rpc_error
+from common.pb import compute_pb2 as pb
+from common.pb import compute_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+ADMIN_DEADLINE = 30.0
+
+
+def grpc_target(uri: str) -> str:
+    """`http://host:port/` (ML Server's form) or `host:port` -> a gRPC target."""
+    target = uri.strip()
+    for scheme in ("http://", "https://", "grpc://"):
+        if target.startswith(scheme):
+            target = target[len(scheme) :]
+    return target.rstrip("/")
+
+
+class NotDelivered(Unavailable):
+    """The request never reached the compute node (it can be sent to another node)."""
+
+
+def _not_delivered(exc: grpc.RpcError) -> bool:
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return "failed to connect" in details.lower() or "connection refused" in details.lower()
+
+
+class _Stream:
+    """One bidirectional Call stream and the requests waiting on it."""
+
+    def __init__(self, stub: pb_grpc.ComputeStub) -> None:
+        self._call = stub.Call()
+        self._pending: dict[int, asyncio.Future[pb.CallReply]] = {}
+        self._lock = asyncio.Lock()
+        self.closed = False
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    @property
+    def load(self) -> int:
+        return len(self._pending)
+
+    async def send(self, request: pb.CallRequest) -> asyncio.Future[pb.CallReply]:
+        future: asyncio.Future[pb.CallReply] = asyncio.get_running_loop().create_future()
+        self._pending[request.id] = future
+        try:
+            async with self._lock:
+                await self._call.write(request)
+        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+            self._pending.pop(request.id, None)
+            self._fail(exc)
+            raise NotDelivered("the compute node is unavailable") from None
+        return future
+
+    def forget(self, request_id: int) -> None:
+        self._pending.pop(request_id, None)
+
+    async def _read(self) -> None:
+        try:
+            async for reply in self._call:
+                future = self._pending.pop(reply.id, None)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+            self._fail(None)
+        except grpc.RpcError as exc:
+            self._fail(exc)
+        except asyncio.CancelledError:
+            self._fail(None)
+            raise
+
+    def _fail(self, exc: BaseException | None) -> None:
+        self.closed = True
+        error: AppError = (
+            from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else Unavailable("the compute node went away")
+        )
+        if isinstance(exc, grpc.RpcError) and _not_delivered(exc):
+            error = NotDelivered(f"the compute node is unavailable: {error.message}")
+        elif not isinstance(error, Unavailable | Timeout):
+            error = Unavailable(f"the compute node is unavailable: {error.message}")
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(type(error)(error.message))
+        self._pending.clear()
+
+    async def close(self) -> None:
+        self.closed = True
+        self._call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+            await self._reader
+
+
+class NodeClient:
+    def __init__(self, uri: str, *, streams: int = 2) -> None:
+        self.uri = uri
+        self.target = grpc_target(uri)
+        self._channel = grpc.aio.insecure_channel(
+            self.target,
+            options=[
+                ("grpc.max_receive_message_length", 1 << 30),
+                ("grpc.max_send_message_length", 1 << 30),
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", 1000),
+            ],
+        )
+        self._stub = pb_grpc.ComputeStub(self._channel)  # type: ignore[no-untyped-call]
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._streams: list[_Stream | None] = [None] * max(1, streams)
+        self._ids = itertools.count(1)
+        self.loaded: set[str] = set()  # service keys this node is known to hold
+
+    @property
+    def inflight(self) -> int:
+        return sum(s.load for s in self._streams if s is not None and not s.closed)
+
+    def _stream(self) -> _Stream:
+        best_index, best = 0, None
+        for index, stream in enumerate(self._streams):
+            if stream is None or stream.closed:
+                stream = self._streams[index] = _Stream(self._stub)
+            if best is None or stream.load < best.load:
+                best_index, best = index, stream
+        assert best is not None
+        del best_index
+        return best
+
+    async def call(self, request: pb.CallRequest, timeout: float) -> pb.CallReply:
+        request.id = next(self._ids)
+        stream = self._stream()
+        future = await stream.send(request)
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            stream.forget(request.id)
+            raise Timeout(f"the compute node did not answer within {timeout:g} seconds") from None
+        if reply.WhichOneof("kind") == "error":
+            raise from_code(reply.error.code, reply.error.message, reply.error.field)
+        return reply
+
+    async def execute_service(self, key: str, inputs_json: bytes, timeout: float) -> pb.ExecutionResult:
+        request = pb.CallRequest(execute_service=pb.ExecuteServiceRequest(service_key=key, inputs_json=inputs_json))
+        reply = await self.call(request, timeout)
+        return reply.result
+
+    async def _unary(self, method: Any, request: Any, timeout: float = ADMIN_DEADLINE) -> Any:
+        try:
+            return await method(request, timeout=timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                # Administrative calls are idempotent: the caller may try another node.
+                raise NotDelivered(f"the compute node is unavailable: {exc.details()}") from None
+            raise from_rpc_error(exc) from None
+
+    async def load_service(self, definition: pb.ServiceDefinition) -> None:
+        await self._unary(self._stub.LoadService, pb.LoadServiceRequest(service=definition))
+        self.loaded.add(definition.key)
+
+    async def unload_service(self, key: str) -> None:
+        self.loaded.discard(key)
+        await self._unary(self._stub.UnloadService, pb.UnloadServiceRequest(service_key=key))
+
+    async def status(self, timeout: float = 5.0) -> pb.NodeStatus:
+        status: pb.NodeStatus = await self._unary(self._stub.GetStatus, pb.GetStatusRequest(), timeout)
+        return status
+
+    async def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        for stream in self._streams:
+            if stream is not None:
+                await stream.close()
+        await self._channel.close()

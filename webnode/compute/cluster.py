@@ -1,0 +1,144 @@
+"""The compute nodes a web node routes to: the central list, health checks, placement.
+
+The list lives in the store (`compute_nodes`); a change made on any web node is
+broadcast on the `computenodes` channel and every web node reloads it (with a periodic
+re-read as a safety net). Health checks run in the background; placement picks the
+healthy node with the fewest requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from dataclasses import dataclass
+
+from common.errors import AppError, ServiceNotLoaded, Unavailable
+from common.pb import compute_pb2 as pb
+from webnode.compute.client import NodeClient, NotDelivered
+from webnode.coord.base import Coordinator
+from webnode.store.config import ConfigStore
+
+logger = logging.getLogger(__name__)
+COMPUTE_NODES = "compute_nodes"
+CHANNEL = "computenodes"
+
+
+@dataclass
+class NodeState:
+    client: NodeClient
+    healthy: bool | None = None  # None: not checked yet
+    error: str = ""
+
+
+class ComputeCluster:
+    def __init__(self, config: ConfigStore, coordinator: Coordinator, *, health_interval: float, streams: int) -> None:
+        self._config = config
+        self._coordinator = coordinator
+        self._interval = health_interval
+        self._streams = streams
+        self.nodes: dict[str, NodeState] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reload_now = asyncio.Event()
+
+    async def start(self, seed: list[str]) -> None:
+        if seed:
+            await self._config.set_if_absent(COMPUTE_NODES, seed)
+        await self.reload()
+        self._coordinator.subscribe(CHANNEL, lambda _message: self._reload_now.set())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._health_loop()), loop.create_task(self._reload_loop())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(n.client.close() for n in self.nodes.values()), return_exceptions=True)
+        self.nodes.clear()
+
+    # ------------------------------------------------------------------ the list
+    async def entries(self) -> list[str]:
+        return list((await self._config.get(COMPUTE_NODES)) or [])
+
+    async def set_entries(self, entries: list[str]) -> None:
+        await self._config.set(COMPUTE_NODES, entries)
+        await self.reload()
+        await self._coordinator.publish(CHANNEL, "changed")
+
+    async def reload(self) -> None:
+        uris = await self.entries()
+        for uri in [u for u in self.nodes if u not in uris]:
+            state = self.nodes.pop(uri)
+            await state.client.close()
+        for uri in uris:
+            if uri not in self.nodes:
+                self.nodes[uri] = NodeState(NodeClient(uri, streams=self._streams))
+
+    async def _reload_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_now.wait(), 30)
+            self._reload_now.clear()
+            try:
+                await self.reload()
+            except AppError as exc:
+                logger.warning("could not reload the compute node list: %s", exc.message)
+
+    # ------------------------------------------------------------------ health
+    async def _health_loop(self) -> None:
+        while True:
+            await self.check_health()
+            await asyncio.sleep(self._interval)
+
+    async def check_health(self) -> None:
+        async def check(state: NodeState) -> None:
+            ok = await state.client.healthy()
+            if ok != state.healthy:
+                logger.log(
+                    logging.INFO if ok else logging.WARNING,
+                    "compute node %s is %s",
+                    state.client.uri,
+                    "healthy" if ok else "unreachable",
+                )
+            state.healthy = ok
+            state.error = "" if ok else "health check failed"
+            if not ok:
+                state.client.loaded.clear()
+
+        await asyncio.gather(*(check(s) for s in list(self.nodes.values())))
+
+    # ------------------------------------------------------------------ placement
+    def candidates(self) -> list[NodeState]:
+        states = list(self.nodes.values())
+        healthy = [s for s in states if s.healthy is not False]
+        random.shuffle(healthy)
+        return sorted(healthy, key=lambda s: s.client.inflight)
+
+    async def execute_service(
+        self, definition: pb.ServiceDefinition, inputs_json: bytes, timeout: float
+    ) -> pb.ExecutionResult:
+        candidates = self.candidates()
+        if not candidates:
+            raise Unavailable("no compute node is available")
+        last: AppError | None = None
+        for state in candidates[:2]:
+            client = state.client
+            try:
+                if definition.key not in client.loaded:
+                    await client.load_service(definition)
+                try:
+                    return await client.execute_service(definition.key, inputs_json, timeout)
+                except ServiceNotLoaded:
+                    await client.load_service(definition)
+                    return await client.execute_service(definition.key, inputs_json, timeout)
+            except NotDelivered as exc:
+                # Never reached the node: safe to send to the next one.
+                state.healthy = False
+                state.error = exc.message
+                client.loaded.clear()
+                last = exc
+        assert last is not None
+        raise last

@@ -1,0 +1,63 @@
+"""Service definitions cached in each web node, invalidated across web nodes on change.
+
+The consumption hot path reads definitions from here, never from the database after the
+first request. Publish/patch/delete on any web node broadcasts `name/version` on the
+`services` channel; every web node drops that entry (or everything on RESYNC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from common.pb import compute_pb2 as pb
+from webnode.coord.base import RESYNC, Coordinator
+from webnode.store.services import Service, ServiceStore
+
+CHANNEL = "services"
+_RUNTIMES = {"Python": pb.PYTHON, "R": pb.R}
+
+
+@dataclass(frozen=True)
+class CachedService:
+    service: Service
+    definition: pb.ServiceDefinition
+
+
+def to_definition(service: Service) -> pb.ServiceDefinition:
+    return pb.ServiceDefinition(
+        key=service.key,
+        runtime=_RUNTIMES.get(service.runtime, pb.RUNTIME_UNSPECIFIED),
+        code=service.code,
+        init_code=service.init_code,
+        inputs=[pb.Parameter(name=p.name, type=p.type) for p in service.inputs],
+        outputs=[pb.Parameter(name=p.name, type=p.type) for p in service.outputs],
+        output_file_names=list(service.output_files),
+    )
+
+
+class ServiceCache:
+    def __init__(self, store: ServiceStore, coordinator: Coordinator) -> None:
+        self.store = store
+        self._coordinator = coordinator
+        self._entries: dict[tuple[str, str], CachedService] = {}
+        coordinator.subscribe(CHANNEL, self._on_message)
+
+    def _on_message(self, message: str) -> None:
+        if message == RESYNC:
+            self._entries.clear()
+            return
+        name, _, version = message.partition("/")
+        self._entries.pop((name, version), None)
+
+    async def get(self, name: str, version: str) -> CachedService:
+        entry = self._entries.get((name, version))
+        if entry is None:
+            service = await self.store.get(name, version)
+            entry = CachedService(service, to_definition(service))
+            self._entries[(name, version)] = entry
+        return entry
+
+    async def changed(self, name: str, version: str) -> None:
+        """Call after a publish, patch or delete is stored."""
+        self._entries.pop((name, version), None)
+        await self._coordinator.publish(CHANNEL, f"{name}/{version}")

@@ -1,0 +1,53 @@
+"""Settings of a web node process (see common/settings.py for how they load)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.settings import SettingsError, setting
+
+
+@dataclass(frozen=True)
+class WebNodeSettings:
+    log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
+    host: str = setting("127.0.0.1", "Address the web node's HTTP server binds to.")
+    port: int = setting(12800, "Port of the web node's HTTP server (0 picks a free port).")
+    data_dir: Path = setting(Path(".o16n"), "Data directory: the embedded store lives here in one-box mode.")
+    database_url: str = setting(
+        "", "A postgresql:// DSN selects Postgres; empty uses the embedded SQLite store in the data dir."
+    )
+    redis_url: str = setting("", "A redis:// URL for coordination between web nodes; empty = in-process.")
+    redis_prefix: str = setting("o16n:", "Prefix of every Redis key and channel (lets deployments share a Redis).")
+    compute_nodes: list[str] = setting(
+        [], "Comma-separated compute node URIs that seed the central list on the first start."
+    )
+    admin_password: str = setting(
+        "", "Password of the local admin user; if unset on the first start one is generated and printed."
+    )
+    access_token_lifetime: int = setting(3600, "Seconds an access token is valid (expires_in).")
+    refresh_token_idle_lifetime: int = setting(
+        14 * 24 * 3600, "Seconds a refresh token stays valid without being used."
+    )
+    refresh_token_max_lifetime: int = setting(
+        90 * 24 * 3600, "Seconds after the login at which a chain of refresh tokens ends."
+    )
+    token_issuer: str = setting("o16n", "The iss claim of access tokens.")
+    token_audience: str = setting("o16n", "The aud claim of access tokens.")
+    bcrypt_rounds: int = setting(12, "bcrypt work factor for local user passwords.")
+    max_body_size: int = setting(64 * 1024 * 1024, "Largest JSON request body accepted, in bytes (413 above).")
+    compute_timeout: float = setting(
+        600.0, "Seconds a web node waits for a compute node to answer one execution (504 after)."
+    )
+    health_interval: float = setting(2.0, "Seconds between health checks of each compute node.")
+    compute_streams: int = setting(2, "Long-lived gRPC streams kept open to each compute node.")
+
+    def validate(self) -> None:
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise SettingsError("O16N_DATABASE_URL must be a postgresql:// DSN (or empty for the embedded store)")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("O16N_REDIS_URL must be a redis:// URL (or empty for in-process coordination)")
+        if self.access_token_lifetime <= 0:
+            raise SettingsError("O16N_ACCESS_TOKEN_LIFETIME must be positive")
+        if not 4 <= self.bcrypt_rounds <= 31:
+            raise SettingsError("O16N_BCRYPT_ROUNDS must be between 4 and 31")
