@@ -149,7 +149,9 @@ class WebNode:
         return {"Authorization": f"Bearer {await self.token(session)}"}
 
 
-async def login(session: aiohttp.ClientSession, url: str, username: str = "admin", password: str = ADMIN_PASSWORD) -> str:
+async def login(
+    session: aiohttp.ClientSession, url: str, username: str = "admin", password: str = ADMIN_PASSWORD
+) -> str:
     async with session.post(f"{url}/login", json={"username": username, "password": password}) as resp:
         body = await resp.json()
         assert resp.status == 200, body

@@ -26,9 +26,7 @@ def assert_error(body: dict[str, object], status: int) -> None:
 
 
 async def test_login_publish_consume_add(server: WebNode, http: aiohttp.ClientSession) -> None:
-    async with http.post(
-        f"{server.url}/login", json={"username": "admin", "password": "Test-Passw0rd!"}
-    ) as resp:
+    async with http.post(f"{server.url}/login", json={"username": "admin", "password": "Test-Passw0rd!"}) as resp:
         assert resp.status == 200
         tokens = await resp.json()
     assert set(tokens) == {"token_type", "access_token", "expires_in", "expires_on", "refresh_token"}

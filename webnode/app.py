@@ -62,7 +62,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    coordinator: Coordinator = RedisCoordinator(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemoryCoordinator()
+    coordinator: Coordinator = (
+        RedisCoordinator(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemoryCoordinator()
+    )
     app[coordinator_key] = coordinator
     await coordinator.start()
     yield
