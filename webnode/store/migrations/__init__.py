@@ -38,10 +38,11 @@ _LOCK_ID = 0x016E  # Postgres advisory lock held while migrating
 
 async def migrate(db: Database) -> int:
     """Apply pending migrations; returns the schema version."""
-    await db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT)")
     async with db.transaction() as tx:
         if tx.dialect == "postgres":
+            # Web nodes starting together: one migrates, the others wait and find it done.
             await tx.execute(f"SELECT pg_advisory_xact_lock({_LOCK_ID})")
+        await tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, description TEXT)")
         rows = await tx.fetch("SELECT version FROM schema_migrations")
         done = {int(r["version"]) for r in rows}
         blob = "BYTEA" if tx.dialect == "postgres" else "BLOB"
