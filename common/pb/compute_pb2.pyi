@@ -87,22 +87,26 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("id", "execute_service")
+    __slots__ = ("id", "execute_service", "score")
     ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     id: int
     execute_service: ExecuteServiceRequest
-    def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ...) -> None: ...
+    score: ScoreRequest
+    def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
-    __slots__ = ("id", "result", "error")
+    __slots__ = ("id", "result", "error", "scored")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
     id: int
     result: ExecutionResult
     error: Error
-    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    scored: ScoreReply
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., scored: _Optional[_Union[ScoreReply, _Mapping]] = ...) -> None: ...
 
 class LoadServiceRequest(_message.Message):
     __slots__ = ("service",)
@@ -161,3 +165,17 @@ class NodeStatus(_message.Message):
     loaded_services: int
     log_path: str
     def __init__(self, api_version: _Optional[str] = ..., node_id: _Optional[str] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., loaded_services: _Optional[int] = ..., log_path: _Optional[str] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("model_hash", "body_json")
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    BODY_JSON_FIELD_NUMBER: _ClassVar[int]
+    model_hash: str
+    body_json: bytes
+    def __init__(self, model_hash: _Optional[str] = ..., body_json: _Optional[bytes] = ...) -> None: ...
+
+class ScoreReply(_message.Message):
+    __slots__ = ("outputs_json",)
+    OUTPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    outputs_json: bytes
+    def __init__(self, outputs_json: _Optional[bytes] = ...) -> None: ...
