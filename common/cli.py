@@ -8,6 +8,8 @@ import os
 import signal
 import sys
 
+from common import eventloop
+
 
 def _onebox() -> int:
     """A web node in this process and a compute node as a child process, both on 127.0.0.1."""
@@ -45,7 +47,7 @@ def _onebox() -> int:
         await web_task
         return 0
 
-    return asyncio.run(run())
+    return eventloop.run(run())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from common import eventloop
 from common import logging as o16n_logging
 from common.settings import load
 from computenode.server import start_compute_node
@@ -25,7 +26,7 @@ async def serve(settings: ComputeNodeSettings) -> None:
 def main() -> None:
     settings = load(ComputeNodeSettings)
     o16n_logging.configure(settings.log_level, name="computenode")
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

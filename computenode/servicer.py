@@ -44,8 +44,8 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         self._log_path = log_path
 
     async def Call(
-        self, request_iterator: AsyncIterator[pb.CallRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.CallReply]:
+        self, request_iterator: AsyncIterator[pb.CallBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ReplyBatch]:
         replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -63,10 +63,11 @@ class ComputeServicer(pb_grpc.ComputeServicer):
 
         async def read() -> None:
             try:
-                async for request in request_iterator:
-                    task = asyncio.get_running_loop().create_task(handle(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                async for batch in request_iterator:
+                    for request in batch.calls:
+                        task = asyncio.get_running_loop().create_task(handle(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
                 if tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
             finally:
@@ -75,7 +76,15 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         reader = asyncio.get_running_loop().create_task(read())
         try:
             while (reply := await replies.get()) is not None:
-                yield reply
+                # Send every reply that is ready as one message.
+                batch = [reply]
+                while not replies.empty():
+                    more = replies.get_nowait()
+                    if more is None:
+                        yield pb.ReplyBatch(replies=batch)
+                        return
+                    batch.append(more)
+                yield pb.ReplyBatch(replies=batch)
         finally:
             reader.cancel()
             for task in list(tasks):

@@ -7,6 +7,7 @@ import signal
 
 from aiohttp import web
 
+from common import eventloop
 from common import logging as o16n_logging
 from common.settings import load
 from webnode.app import create_app
@@ -34,7 +35,7 @@ async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) ->
 def main() -> None:
     settings = load(WebNodeSettings)
     o16n_logging.configure(settings.log_level, name="webnode")
-    asyncio.run(serve(settings))
+    eventloop.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -36,8 +36,8 @@ class ComputeStub:
         """
         self.Call = channel.stream_stream(
                 '/o16n.compute.v1.Compute/Call',
-                request_serializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallRequest.SerializeToString,
-                response_deserializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallReply.FromString,
+                request_serializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallBatch.SerializeToString,
+                response_deserializer=o16n_dot_compute_dot_v1_dot_compute__pb2.ReplyBatch.FromString,
                 _registered_method=True)
         self.LoadService = channel.unary_unary(
                 '/o16n.compute.v1.Compute/LoadService',
@@ -88,8 +88,8 @@ def add_ComputeServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Call': grpc.stream_stream_rpc_method_handler(
                     servicer.Call,
-                    request_deserializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallRequest.FromString,
-                    response_serializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallReply.SerializeToString,
+                    request_deserializer=o16n_dot_compute_dot_v1_dot_compute__pb2.CallBatch.FromString,
+                    response_serializer=o16n_dot_compute_dot_v1_dot_compute__pb2.ReplyBatch.SerializeToString,
             ),
             'LoadService': grpc.unary_unary_rpc_method_handler(
                     servicer.LoadService,
@@ -132,8 +132,8 @@ class Compute:
             request_iterator,
             target,
             '/o16n.compute.v1.Compute/Call',
-            o16n_dot_compute_dot_v1_dot_compute__pb2.CallRequest.SerializeToString,
-            o16n_dot_compute_dot_v1_dot_compute__pb2.CallReply.FromString,
+            o16n_dot_compute_dot_v1_dot_compute__pb2.CallBatch.SerializeToString,
+            o16n_dot_compute_dot_v1_dot_compute__pb2.ReplyBatch.FromString,
             options,
             channel_credentials,
             insecure,

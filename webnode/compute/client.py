@@ -50,7 +50,8 @@ class _Stream:
     def __init__(self, stub: pb_grpc.ComputeStub) -> None:
         self._call = stub.Call()
         self._pending: dict[int, asyncio.Future[pb.CallReply]] = {}
-        self._lock = asyncio.Lock()
+        self._outbox: list[pb.CallRequest] = []
+        self._writer: asyncio.Task[None] | None = None
         self.closed = False
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -58,27 +59,41 @@ class _Stream:
     def load(self) -> int:
         return len(self._pending)
 
-    async def send(self, request: pb.CallRequest) -> asyncio.Future[pb.CallReply]:
-        future: asyncio.Future[pb.CallReply] = asyncio.get_running_loop().create_future()
+    def send(self, request: pb.CallRequest) -> asyncio.Future[pb.CallReply]:
+        """Queue `request`; requests queued while a write is in flight go out together as one batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[pb.CallReply] = loop.create_future()
         self._pending[request.id] = future
-        try:
-            async with self._lock:
-                await self._call.write(request)
-        except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
-            self._pending.pop(request.id, None)
-            self._fail(exc)
-            raise NotDelivered("the compute node is unavailable") from None
+        self._outbox.append(request)
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._flush())
         return future
+
+    async def _flush(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                await self._call.write(pb.CallBatch(calls=batch))
+            except (grpc.RpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as exc:
+                undelivered = NotDelivered(f"the compute node is unavailable: {exc}")
+                for request in [*batch, *self._outbox]:
+                    future = self._pending.pop(request.id, None)
+                    if future is not None and not future.done():
+                        future.set_exception(NotDelivered(undelivered.message))
+                self._outbox.clear()
+                self._fail(exc)
+                return
 
     def forget(self, request_id: int) -> None:
         self._pending.pop(request_id, None)
 
     async def _read(self) -> None:
         try:
-            async for reply in self._call:
-                future = self._pending.pop(reply.id, None)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+            async for batch in self._call:
+                for reply in batch.replies:
+                    future = self._pending.pop(reply.id, None)
+                    if future is not None and not future.done():
+                        future.set_result(reply)
             self._fail(None)
         except grpc.RpcError as exc:
             self._fail(exc)
@@ -104,6 +119,8 @@ class _Stream:
         self.closed = True
         self._call.cancel()
         self._reader.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
             await self._reader
 
@@ -149,7 +166,7 @@ class NodeClient:
     async def call(self, request: pb.CallRequest, timeout: float) -> pb.CallReply:
         request.id = next(self._ids)
         stream = self._stream()
-        future = await stream.send(request)
+        future = stream.send(request)
         try:
             reply = await asyncio.wait_for(future, timeout)
         except TimeoutError:
