@@ -59,6 +59,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(RSTAMP) services
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) -m tests.bench
 
 clean:
