@@ -145,7 +145,7 @@ class GetStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class PoolStatus(_message.Message):
-    __slots__ = ("runtime", "max_size", "current_size", "active", "idle", "queued", "can_open_shell", "unavailable_reason")
+    __slots__ = ("runtime", "max_size", "current_size", "active", "idle", "queued", "can_open_shell", "unavailable_reason", "service", "initial_size")
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,8 @@ class PoolStatus(_message.Message):
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     CAN_OPEN_SHELL_FIELD_NUMBER: _ClassVar[int]
     UNAVAILABLE_REASON_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     runtime: Runtime
     max_size: int
     current_size: int
@@ -162,21 +164,25 @@ class PoolStatus(_message.Message):
     queued: int
     can_open_shell: bool
     unavailable_reason: str
-    def __init__(self, runtime: _Optional[_Union[Runtime, str]] = ..., max_size: _Optional[int] = ..., current_size: _Optional[int] = ..., active: _Optional[int] = ..., idle: _Optional[int] = ..., queued: _Optional[int] = ..., can_open_shell: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ...) -> None: ...
+    service: str
+    initial_size: int
+    def __init__(self, runtime: _Optional[_Union[Runtime, str]] = ..., max_size: _Optional[int] = ..., current_size: _Optional[int] = ..., active: _Optional[int] = ..., idle: _Optional[int] = ..., queued: _Optional[int] = ..., can_open_shell: _Optional[bool] = ..., unavailable_reason: _Optional[str] = ..., service: _Optional[str] = ..., initial_size: _Optional[int] = ...) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("api_version", "node_id", "pools", "loaded_services", "log_path")
+    __slots__ = ("api_version", "node_id", "pools", "loaded_services", "log_path", "service_pools")
     API_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     POOLS_FIELD_NUMBER: _ClassVar[int]
     LOADED_SERVICES_FIELD_NUMBER: _ClassVar[int]
     LOG_PATH_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_POOLS_FIELD_NUMBER: _ClassVar[int]
     api_version: str
     node_id: str
     pools: _containers.RepeatedCompositeFieldContainer[PoolStatus]
     loaded_services: int
     log_path: str
-    def __init__(self, api_version: _Optional[str] = ..., node_id: _Optional[str] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., loaded_services: _Optional[int] = ..., log_path: _Optional[str] = ...) -> None: ...
+    service_pools: _containers.RepeatedCompositeFieldContainer[PoolStatus]
+    def __init__(self, api_version: _Optional[str] = ..., node_id: _Optional[str] = ..., pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ..., loaded_services: _Optional[int] = ..., log_path: _Optional[str] = ..., service_pools: _Optional[_Iterable[_Union[PoolStatus, _Mapping]]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("model_hash", "body_json")
