@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import statistics
 import subprocess
@@ -76,7 +77,9 @@ async def publish(http: aiohttp.ClientSession, url: str, token: str, name: str, 
         if resp.status != 201:
             print(f"  {name}: publish failed {resp.status} {await resp.text()}", file=sys.stderr)
             return False
-    async with http.post(f"{url}/api/{name}/1.0", data=ADD_BODY, headers={**headers, "Content-Type": "application/json"}) as resp:
+    async with http.post(
+        f"{url}/api/{name}/1.0", data=ADD_BODY, headers={**headers, "Content-Type": "application/json"}
+    ) as resp:
         body = await resp.json()
         ok = resp.status == 200 and body.get("success") is True
         if not ok:
@@ -138,10 +141,13 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
         sys.exit("wrk is not installed: `apt-get install wrk` (make bench does this)")
     work = Path(tempfile.mkdtemp(prefix="o16n-bench-"))
     floor_port = free_port()
-    floor = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", str(floor_port)], cwd=ROOT)
+    floor = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", str(floor_port)], cwd=ROOT)  # noqa: ASYNC220
     compute, uri = await start_compute_node(
-        work / "compute", O16N_PYTHON_POOL_INITIAL_SIZE="2", O16N_PYTHON_POOL_MAX_SIZE="2",
-        O16N_R_POOL_INITIAL_SIZE="2", O16N_R_POOL_MAX_SIZE="2",
+        work / "compute",
+        O16N_PYTHON_POOL_INITIAL_SIZE="2",
+        O16N_PYTHON_POOL_MAX_SIZE="2",
+        O16N_R_POOL_INITIAL_SIZE="2",
+        O16N_R_POOL_MAX_SIZE="2",
     )
     web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12", O16N_LOG_LEVEL="WARNING")
     targets: list[Target] = []
@@ -156,7 +162,9 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
             await wait_until(floor_up, timeout=30, what="floor")
             token = await login(http, web.url)
             idle = {"web node": rss_mb(web.process.popen.pid), "compute node": rss_mb(compute.popen.pid)}
-            targets.append(Target("floor: bare aiohttp x+y", f"http://127.0.0.1:{floor_port}", ["/add"], ADD_BODY, None))
+            targets.append(
+                Target("floor: bare aiohttp x+y", f"http://127.0.0.1:{floor_port}", ["/add"], ADD_BODY, None)
+            )
             if await publish(http, web.url, token, "addpy", "Python", "result = x + y"):
                 targets.append(Target("Python standard service", web.url, ["/api/addpy/1.0"], ADD_BODY, token))
             if await publish(http, web.url, token, "addr", "R", "result <- x + y"):
@@ -171,15 +179,18 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
             for runtime, code in (("Python", "result = x + y"), ("R", "result <- x + y")):
                 sessions = await create_sessions(http, web.url, token, runtime, 8)
                 if sessions:
-                    body = (
-                        '{"code":"%s","inputParameters":[{"name":"x","value":1},{"name":"y","value":2}],'
-                        '"outputParameters":["result"]}' % code
+                    body = json.dumps(
+                        {
+                            "code": code,
+                            "inputParameters": [{"name": "x", "value": 1}, {"name": "y", "value": 2}],
+                            "outputParameters": ["result"],
+                        }
                     )
                     paths = [f"/sessions/{s}/execute" for s in sessions]
                     targets.append(Target(f"session execute ({runtime})", web.url, paths, body, token, (1, 8)))
                 else:
                     notes.append(f"session execute ({runtime}): not measured (sessions unavailable)")
-            login_body = '{"username":"admin","password":"%s"}' % ADMIN_PASSWORD
+            login_body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD})
             targets.append(Target("login (bcrypt, 12 rounds)", web.url, ["/login"], login_body, None, (1, 8)))
 
             for target in targets:  # warm up
@@ -190,13 +201,20 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
                         if concurrency not in target.concurrency:
                             continue
                         result = load.run(
-                            target.base, target.paths, target.body,
-                            token=target.token, concurrency=concurrency, seconds=seconds,
+                            target.base,
+                            target.paths,
+                            target.body,
+                            token=target.token,
+                            concurrency=concurrency,
+                            seconds=seconds,
                         )
                         target.results.setdefault(concurrency, []).append(result)
-                        print(f"  c={concurrency:<3} {target.name:<32} {result.rps:9.0f} req/s "
-                              f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms errors {result.errors}",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"  c={concurrency:<3} {target.name:<32} {result.rps:9.0f} req/s "
+                            f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms errors {result.errors}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
             creates = {rt: await session_create_times(http, web.url, token, rt, 20) for rt in ("Python", "R")}
             shells = {pid: rss_mb(pid) for pid in children(compute.popen.pid)}
     finally:
@@ -211,8 +229,16 @@ def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
-def write_report(out: Path, targets: list[Target], creates: dict[str, list[float]], idle: dict[str, float],
-                 shells: dict[int, float], notes: list[str], seconds: float, rounds: int) -> None:
+def write_report(
+    out: Path,
+    targets: list[Target],
+    creates: dict[str, list[float]],
+    idle: dict[str, float],
+    shells: dict[int, float],
+    notes: list[str],
+    seconds: float,
+    rounds: int,
+) -> None:
     floor = targets[0]
     floor_rps = {c: _median([r.rps for r in rs]) for c, rs in floor.results.items()}
     lines = [
@@ -237,7 +263,9 @@ def write_report(out: Path, targets: list[Target], creates: dict[str, list[float
     lines += ["", "## Session create (from a warm pool, sequential, create + delete)", ""]
     for runtime, times in creates.items():
         if times:
-            lines.append(f"- {runtime}: p50 {statistics.median(times):.1f} ms, max {max(times):.1f} ms over {len(times)}")
+            lines.append(
+                f"- {runtime}: p50 {statistics.median(times):.1f} ms, max {max(times):.1f} ms over {len(times)}"
+            )
         else:
             lines.append(f"- {runtime}: not measured (sessions unavailable)")
     lines += ["", "## Memory (RSS)", ""]

@@ -23,7 +23,8 @@ end
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    "RESULT {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"errors\\":%%d,\\"non2xx\\":%%d,\\"p50\\":%%d,\\"p99\\":%%d}\\n",
+    "RESULT {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"errors\\":%%d,"
+    .. "\\"non2xx\\":%%d,\\"p50\\":%%d,\\"p99\\":%%d}\\n",
     summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
     latency:percentile(50), latency:percentile(99)))
 end
@@ -49,7 +50,17 @@ def run(base: str, paths: list[str], body: str, *, token: str | None, concurrenc
         path = Path(tmp) / "post.lua"
         path.write_text(script)
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(path), base],
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "--timeout",
+                "30s",
+                "-s",
+                str(path),
+                base,
+            ],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
