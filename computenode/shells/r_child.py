@@ -1,0 +1,300 @@
+"""Entry point of an R shell: a child process of the compute node that runs user R code through rpy2.
+
+Run as `python -m computenode.shells.r_child <socket fd> <working dir>`. It answers the same
+framed requests as computenode/shells/python_child.py, with the same reply headers and blobs:
+
+- `load`: parse the service's code once and run its initCode once into a base environment
+  (`new.env(parent = globalenv())`);
+- `execute`: evaluate the code in `new.env(parent = <base env>)` with the inputs bound, and
+  return outputs (converted by declared type, computenode/shells/r_values.py), console
+  output, changed files and output files;
+- `unload`, `ping`.
+
+Console output is everything R writes (print/cat, message(), warnings, errors and their
+call stack), in order, captured by rpy2's console callbacks. SIGINT interrupts a running
+evaluation (R's own interrupt condition) and is ignored otherwise. `quit()` ends the
+process; the compute node sees the shell exit and replaces it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import values
+from computenode.shells import protocol, workdir
+
+Reply = tuple[dict[str, Any], list[bytes]]
+
+# Evaluation helpers, in an environment of their own (parent: base) that user code never sees.
+# run() returns c(status, message): status "ok", "error" or "interrupt".
+_R_RUNNER = r"""
+local({
+    .o16n_user <- function(exprs, env) {
+        for (e in exprs) {
+            r <- withVisible(eval(e, env))
+            if (r$visible) print(r$value)
+        }
+        invisible(NULL)
+    }
+    internal <- function(call) {
+        is.null(call) || (is.call(call) && (identical(call[[1L]], quote(eval)) ||
+                                            identical(call[[1L]], quote(withVisible))))
+    }
+    where <- function(call) {
+        if (internal(call)) "" else paste0(" in ", paste(deparse(call, nlines = 1L), collapse = ""))
+    }
+    user_frames <- function(calls) {
+        start <- 0L
+        for (i in seq_along(calls)) {
+            if (is.call(calls[[i]]) && identical(calls[[i]][[1L]], quote(.o16n_user))) start <- i
+        }
+        frames <- calls[-seq_len(start)]
+        skip <- 0L
+        while (skip < 3L && skip < length(frames) && internal(frames[[skip + 1L]])) skip <- skip + 1L
+        frames <- frames[-seq_len(skip)]
+        # drop this handler's own frame and R's error dispatch
+        frames <- frames[-length(frames)]
+        keep <- vapply(frames, function(f) !(is.call(f) &&
+            identical(f[[1L]], quote(.handleSimpleError))), logical(1L))
+        frames[keep]
+    }
+    traceback_text <- function(frames) {
+        if (!length(frames)) return("")
+        lines <- vapply(frames, function(f) paste(deparse(f, nlines = 1L), collapse = ""), "")
+        n <- length(lines)
+        paste0("Traceback (most recent call first):\n",
+               paste0(n:1, ": ", rev(lines), "\n", collapse = ""))
+    }
+    run <- function(exprs, env) {
+        trace <- ""
+        outcome <- tryCatch(
+            withCallingHandlers(
+                { .o16n_user(exprs, env); c("ok", "") },
+                warning = function(w) {
+                    cat("Warning message:\n", if (internal(conditionCall(w))) "" else
+                        paste0("In ", paste(deparse(conditionCall(w), nlines = 1L), collapse = ""), " : "),
+                        conditionMessage(w), "\n", sep = "", file = stderr())
+                    invokeRestart("muffleWarning")
+                },
+                error = function(e) trace <<- traceback_text(user_frames(sys.calls()))
+            ),
+            error = function(e) {
+                call <- conditionCall(e)
+                cat("Error", where(call), if (internal(call)) ": " else " : ", conditionMessage(e), "\n",
+                    sep = "", file = stderr())
+                cat(trace, file = stderr())
+                c("error", conditionMessage(e))
+            },
+            interrupt = function(i) c("interrupt", "execution interrupted")
+        )
+        outcome
+    }
+    parse_code <- function(code) {
+        tryCatch(parse(text = code, keep.source = FALSE), error = function(e) conditionMessage(e))
+    }
+    environment()
+}, envir = new.env(parent = baseenv()))
+"""
+
+
+@dataclass
+class LoadedService:
+    key: str
+    code: Any  # the parsed expression vector
+    inputs: list[tuple[str, str]]
+    outputs: list[tuple[str, str]]
+    output_files: list[str]
+    base: Any = None  # the environment initCode ran in
+    files: workdir.Listing = field(default_factory=dict)
+
+
+class RShell:
+    def __init__(self, sock: socket.socket, root: str) -> None:
+        from computenode.shells import r_values
+
+        # rpy2's type stubs do not re-export its low-level API: use it untyped.
+        ri: Any = importlib.import_module("rpy2.rinterface")
+        callbacks: Any = importlib.import_module("rpy2.rinterface_lib.callbacks")
+        self.ri = ri
+        self.rlib: Any = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib
+        self.r_values = r_values
+        self.sock = sock
+        self.root = root
+        self.service: LoadedService | None = None
+        self.executing = False
+        self.console: list[str] = []
+        callbacks.consolewrite_print = self.console.append
+        callbacks.consolewrite_warnerror = self.console.append
+        callbacks.showmessage = self.console.append
+        callbacks.consoleread = lambda prompt: ""
+        runner = ri.evalr(_R_RUNNER)
+        self._run_r = runner["run"]
+        self._parse = runner["parse_code"]
+        self._new_env = ri.baseenv["new.env"]
+        r_values.setup()
+        signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        # Runs when R next calls back into Python (R_ProcessEvents); R then raises its interrupt.
+        if self.executing:
+            self.rlib.R_interrupts_pending = 1
+
+    def serve(self) -> None:
+        while True:
+            try:
+                header, blobs = protocol.recv_frame(self.sock)
+            except (protocol.ProtocolError, OSError):
+                return
+            op = header.get("op")
+            handler = getattr(self, f"op_{op}", None)
+            if handler is None:
+                protocol.send_frame(self.sock, {"ok": False, "error": f"unknown op {op!r}"})
+                continue
+            try:
+                reply, out = handler(header, blobs)
+            except Exception as exc:  # a bug here must not take the shell down mid-request
+                reply, out = {"ok": False, "error": f"R shell failed: {type(exc).__name__}: {exc}"}, []
+            protocol.send_frame(self.sock, reply, *out)
+
+    # ------------------------------------------------------------------ ops
+    def op_ping(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        return {"ok": True, "pid": os.getpid(), "rss": _rss_bytes()}, []
+
+    def op_unload(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        self.service = None
+        workdir.restore(self.root, {})
+        return {"ok": True}, []
+
+    def op_load(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        spec = header["service"]
+        self.service = None
+        workdir.restore(self.root, {})
+        parsed = self._parse(self.ri.StrSexpVector([spec["code"]]))
+        if parsed.typeof == self.ri.RTYPES.STRSXP:
+            return {"ok": False, "error": f"code: syntax error: {parsed[0]}", "console": ""}, []
+        service = LoadedService(
+            key=spec["key"],
+            code=parsed,
+            inputs=[(p[0], p[1]) for p in spec["inputs"]],
+            outputs=[(p[0], p[1]) for p in spec["outputs"]],
+            output_files=list(spec["output_files"]),
+            base=self._new_env(parent=self.ri.globalenv),
+        )
+        self.console.clear()
+        if spec.get("init_code"):
+            init = self._parse(self.ri.StrSexpVector([spec["init_code"]]))
+            if init.typeof == self.ri.RTYPES.STRSXP:
+                return {"ok": False, "error": f"initCode: syntax error: {init[0]}", "console": ""}, []
+            ok, error = self._run(init, service.base)
+            if not ok:
+                return {"ok": False, "error": f"initCode: {error}", "console": self._take_console()}, []
+        service.files = workdir.listing(self.root)
+        self.service = service
+        return {"ok": True, "console": self._take_console()}, []
+
+    def op_execute(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        service = self.service
+        if service is None or service.key != header.get("key"):
+            return {"ok": False, "error": "service not loaded", "not_loaded": True}, []
+        try:
+            raw = values.loads(blobs[0]) if blobs and blobs[0] else {}
+        except ValueError as exc:  # orjson.JSONDecodeError
+            return self._failure(f"inputs are not valid JSON: {exc}"), [b"{}"]
+        if not isinstance(raw, dict):
+            return self._failure("inputs must be a JSON object"), [b"{}"]
+        env = self._new_env(parent=service.base)
+        for name, type_name in service.inputs:
+            if name not in raw:
+                continue
+            try:
+                env[name] = self.r_values.to_r(type_name, raw[name])
+            except (values.ValueError_, ValueError, TypeError, OverflowError) as exc:
+                return self._failure(f"input '{name}' ({type_name}): {exc}"), [b"{}"]
+        self.console.clear()
+        before = service.files
+        ok, error = self._run(service.code, env)
+        after = workdir.listing(self.root)
+        changed = workdir.changed(before, after)
+        outputs: dict[str, Any] = {}
+        if ok:
+            for name, type_name in service.outputs:
+                try:
+                    outputs[name] = self.r_values.from_r(type_name, self._lookup(name, env, service.base))
+                except Exception as exc:  # any value R code can leave must fail cleanly, naming the output
+                    ok, error = False, f"output '{name}' ({type_name}): {exc}"
+                    break
+        files = workdir.read_outputs(self.root, service.output_files) if service.output_files else []
+        if changed:
+            workdir.restore(self.root, service.files)
+        reply = {
+            "ok": True,
+            "success": ok,
+            "error": error,
+            "console": self._take_console(),
+            "changed": changed,
+            "files": [[name, content is not None] for name, content in files],
+        }
+        try:
+            out = values.dumps(outputs) if ok else b"{}"
+        except TypeError as exc:
+            reply.update(success=False, error=f"outputs cannot be encoded as JSON: {exc}")
+            out = b"{}"
+        return reply, [out, *(content or b"" for _, content in files)]
+
+    # ------------------------------------------------------------------ helpers
+    def _failure(self, message: str) -> dict[str, Any]:
+        return {"ok": True, "success": False, "error": message, "console": "", "changed": [], "files": []}
+
+    def _take_console(self) -> str:
+        text = "".join(self.console)
+        self.console.clear()
+        return text
+
+    def _lookup(self, name: str, env: Any, base: Any) -> Any:
+        """An output: bound by the code, else by initCode; NULL when neither bound it."""
+        for scope in (env, base):
+            try:
+                return scope[name]
+            except KeyError:
+                continue
+        return self.ri.NULL
+
+    def _run(self, exprs: Any, env: Any) -> tuple[bool, str]:
+        self.executing = True
+        try:
+            status, message = self._run_r(exprs, env)
+        except self.ri.embedded.RRuntimeError as exc:  # an interrupt or error escaping the handlers
+            return False, str(exc).strip() or "R evaluation failed"
+        finally:
+            self.executing = False
+            self.rlib.R_interrupts_pending = 0
+        if status == "ok":
+            return True, ""
+        return False, str(message)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def main() -> None:
+    fd, root = int(sys.argv[1]), sys.argv[2]
+    os.makedirs(root, exist_ok=True)
+    os.chdir(root)
+    sock = socket.socket(fileno=fd)
+    importlib.import_module("rpy2.rinterface").initr()
+    RShell(sock, root).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""ML Server parameter types <-> R values, inside an R shell (computenode/shells/r_child.py).
+
+The JSON shapes are those of common/values.py: vector = array, matrix = array of rows,
+data.frame = object of columns. JSON null is NA (NaN and Inf come back as null).
+Conversion is column-wise into rpy2's low-level vectors: numbers through a memoryview,
+strings joined into one string and split by R (one C call instead of one per element).
+Factors come back as their labels, Date as "YYYY-MM-DD", POSIXct as an ISO time in UTC.
+
+Only imported inside an R shell child: importing it initializes nothing, but its
+functions need R running (`setup()` once, after rpy2's `initr`).
+"""
+
+from __future__ import annotations
+
+import array
+import datetime as dt
+import importlib
+import math
+from typing import Any
+
+from common.values import ValueError_, check_json
+
+# rpy2's type stubs do not re-export its low-level API (vectors, NA values, environments).
+ri: Any = importlib.import_module("rpy2.rinterface")
+
+INT_MAX = 2**31 - 1
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_SEP = "\x01"  # joins strings for one-call transfer; strings containing it take the slow path
+
+_R_HELPERS = r"""
+local({
+    split_strings <- function(s) strsplit(s, "\001", fixed = TRUE)[[1L]]
+    join_strings <- function(x) list(paste(x, collapse = "\001"), which(is.na(x)))
+    set_na <- function(x, at) { x[at] <- NA; x }
+    environment()
+}, envir = new.env(parent = baseenv()))
+"""
+
+
+class _Helpers:
+    """R functions used by the converters, built once per shell."""
+
+    def __init__(self) -> None:
+        env = ri.evalr(_R_HELPERS)
+        self.split_strings = env["split_strings"]
+        self.join_strings = env["join_strings"]
+        self.set_na = env["set_na"]
+        self.as_character = ri.baseenv["as.character"]
+        self.as_posixct = ri.baseenv["as.POSIXct"]
+        self.r_class = ri.baseenv["class"]
+        self.na_real = float(ri.NA_Real)  # a NaN whose payload R reads as NA
+
+
+_helpers: list[_Helpers] = []  # filled by setup(); one R per process
+
+
+def setup() -> None:
+    if not _helpers:
+        _helpers.append(_Helpers())
+
+
+def _h() -> _Helpers:
+    if not _helpers:
+        setup()
+    return _helpers[0]
+
+
+# ---------------------------------------------------------------- JSON -> R
+
+
+def to_r(type_name: str, value: Any) -> Any:
+    """The R value (an rpy2 Sexp) a service's code receives for decoded JSON `value`."""
+    problem = check_json(type_name, value)
+    if problem:
+        raise ValueError_(problem)
+    if type_name == "logical":
+        return ri.BoolSexpVector([ri.NA_Logical if value is None else value])
+    if type_name == "numeric":
+        return ri.FloatSexpVector([ri.NA_Real if value is None else float(value)])
+    if type_name == "integer":
+        if value is None:
+            return ri.IntSexpVector([ri.NA_Integer])
+        number = int(value)
+        if abs(number) > INT_MAX:
+            raise ValueError_(f"{number} is outside R's integer range (±{INT_MAX})")
+        return ri.IntSexpVector([number])
+    if type_name == "character":
+        return ri.StrSexpVector([ri.NA_Character if value is None else value])
+    if value is None:
+        return ri.NULL
+    if type_name == "vector":
+        return atomic(value)
+    if type_name == "matrix":
+        return _matrix(value)
+    return _data_frame(value)
+
+
+def atomic(cells: list[Any]) -> Any:
+    """An R atomic vector for a list of JSON scalars, typed as jsonlite would type it."""
+    kind = _kind(cells)
+    if kind == "logical":
+        flags = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
+        return ri.BoolSexpVector.from_memoryview(memoryview(flags))
+    if kind == "integer":
+        ints = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
+        return ri.IntSexpVector.from_memoryview(memoryview(ints))
+    if kind == "numeric":
+        na = _h().na_real
+        floats = array.array("d", [na if v is None else float(v) for v in cells])
+        return ri.FloatSexpVector.from_memoryview(memoryview(floats))
+    return _strings([v if v is None or isinstance(v, str) else _scalar_text(v) for v in cells])
+
+
+def _kind(cells: list[Any]) -> str:
+    """logical < integer < numeric < character: the narrowest R type holding every cell."""
+    has_int = has_float = False
+    for v in cells:
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, int):
+            if abs(v) > INT_MAX:
+                has_float = True
+            else:
+                has_int = True
+        elif isinstance(v, float):
+            has_float = True
+        else:
+            return "character"
+    return "numeric" if has_float else "integer" if has_int else "logical"
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _strings(cells: list[str | None]) -> Any:
+    if not cells:
+        return ri.StrSexpVector([])
+    joined = _SEP.join("" if v is None else v for v in cells) + _SEP
+    if joined.count(_SEP) != len(cells):
+        return ri.StrSexpVector([ri.NA_Character if v is None else v for v in cells])
+    vector = _h().split_strings(ri.StrSexpVector([joined]))
+    missing = [i + 1 for i, v in enumerate(cells) if v is None]
+    if missing:
+        vector = _h().set_na(vector, ri.IntSexpVector(missing))
+    return vector
+
+
+def _matrix(rows: list[list[Any]]) -> Any:
+    nrow = len(rows)
+    ncol = len(rows[0]) if rows else 0
+    cells = [row[j] for j in range(ncol) for row in rows]  # R stores column-major
+    vector = atomic(cells)
+    vector.do_slot_assign("dim", ri.IntSexpVector([nrow, ncol]))
+    return vector
+
+
+def _data_frame(value: dict[str, Any] | list[dict[str, Any]]) -> Any:
+    if isinstance(value, list):  # records
+        names: dict[str, None] = {}
+        for record in value:
+            names.update(dict.fromkeys(record))
+        columns = {name: [record.get(name) for record in value] for name in names}
+    else:
+        columns = {k: (v if isinstance(v, list) else [v]) for k, v in value.items()}
+    nrows = len(next(iter(columns.values()))) if columns else 0
+    frame = ri.ListSexpVector([atomic(col) for col in columns.values()])
+    frame.do_slot_assign("names", ri.StrSexpVector(list(columns)))
+    frame.do_slot_assign("row.names", ri.IntSexpVector([ri.NA_Integer, -nrows] if nrows else []))
+    frame.do_slot_assign("class", ri.StrSexpVector(["data.frame"]))
+    return frame
+
+
+# ---------------------------------------------------------------- R -> JSON
+
+
+def from_r(type_name: str, sexp: Any) -> Any:
+    """JSON-ready Python for the R value a service's code left under a `type_name` output."""
+    if sexp is ri.NULL or sexp.typeof == ri.RTYPES.NILSXP:
+        return None
+    if type_name in ("logical", "numeric", "integer", "character"):
+        return _scalar(type_name, sexp)
+    if _is_data_frame(sexp):
+        if type_name == "data.frame":
+            return _frame_columns(sexp)
+        raise ValueError_(f"expected a {type_name}, got a data.frame")
+    if type_name == "vector":
+        return elements(sexp)
+    if type_name == "matrix":
+        return _matrix_rows(sexp)
+    if type_name == "data.frame":
+        if sexp.typeof == ri.RTYPES.VECSXP and _names(sexp) is not None:
+            return _frame_columns(sexp)
+        if _dim(sexp) is not None:
+            return _matrix_columns(sexp)
+        raise ValueError_(f"expected a data.frame or a named list of columns, got {_describe(sexp)}")
+    raise ValueError_(f"unknown type {type_name!r}")
+
+
+def _scalar(type_name: str, sexp: Any) -> Any:
+    cells = elements(sexp)
+    if len(cells) != 1:
+        if not cells:
+            return None
+        raise ValueError_(f"expected a single {type_name} value, got {_describe(sexp)}")
+    value = cells[0]
+    if value is None:
+        return None
+    if type_name == "character":
+        if isinstance(value, str):
+            return value
+        return str(_h().as_character(sexp)[0])
+    if isinstance(value, str):
+        raise ValueError_(f"expected a {type_name} value, got {_describe(sexp)}")
+    if type_name == "logical":
+        return bool(value)
+    if type_name == "numeric":
+        return float(value)
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError_(f"{value!r} is not an integer")
+    return int(value)
+
+
+def elements(sexp: Any) -> list[Any]:
+    """The cells of an R vector as JSON scalars (NA/NaN/Inf -> None)."""
+    rtype = sexp.typeof
+    classes = _classes(sexp)
+    if rtype == ri.RTYPES.LGLSXP:
+        return [None if v == -INT_MAX - 1 else bool(v) for v in _flat(sexp)]
+    if rtype == ri.RTYPES.INTSXP:
+        ints = _flat(sexp)
+        if "factor" in classes:
+            levels = list(sexp.do_slot("levels"))
+            return [None if v == -INT_MAX - 1 else levels[v - 1] for v in ints]
+        return [None if v == -INT_MAX - 1 else v for v in ints]
+    if rtype == ri.RTYPES.REALSXP:
+        floats = _flat(sexp)
+        if "Date" in classes:
+            return [None if not math.isfinite(v) else (_EPOCH_DATE + dt.timedelta(days=v)).isoformat() for v in floats]
+        if "POSIXct" in classes:
+            return [None if not math.isfinite(v) else dt.datetime.fromtimestamp(v, dt.UTC).isoformat() for v in floats]
+        return [v if math.isfinite(v) else None for v in floats]
+    if rtype == ri.RTYPES.STRSXP:
+        return _string_cells(sexp)
+    if rtype == ri.RTYPES.VECSXP:
+        if "POSIXlt" in classes:
+            return elements(_h().as_posixct(sexp))
+        out: list[Any] = []
+        for item in sexp:
+            cells = elements(item) if item.typeof != ri.RTYPES.NILSXP else [None]
+            if len(cells) != 1:
+                raise ValueError_(f"expected a list of single values, got an element of length {len(cells)}")
+            out.append(cells[0])
+        return out
+    raise ValueError_(f"cannot convert {_describe(sexp)} to JSON")
+
+
+def _flat(sexp: Any) -> list[Any]:
+    """The numbers of an R vector in storage (column-major) order, whatever its dim."""
+    if len(sexp) == 0:
+        return []
+    view = sexp.memoryview()
+    if view.ndim == 1:
+        return list(view.tolist())
+    return array.array(view.format, view.tobytes(order="F")).tolist()
+
+
+def _string_cells(sexp: Any) -> list[str | None]:
+    if len(sexp) == 0:
+        return []
+    joined, missing = _h().join_strings(sexp)
+    parts = str(joined[0]).split(_SEP)
+    if len(parts) != len(sexp):  # a string contains the separator
+        return [None if v is ri.NA_Character else str(v) for v in sexp]
+    cells: list[str | None] = list(parts)
+    for i in _flat(missing) if len(missing) else ():
+        cells[i - 1] = None
+    return cells
+
+
+def _matrix_rows(sexp: Any) -> list[list[Any]]:
+    cells = elements(sexp)
+    dim = _dim(sexp)
+    if dim is None:  # a plain vector is one column, as as.matrix() makes it
+        return [[v] for v in cells]
+    if len(dim) != 2:
+        raise ValueError_(f"expected a 2-dimensional matrix, got {len(dim)} dimensions")
+    nrow, ncol = dim
+    return [[cells[i + j * nrow] for j in range(ncol)] for i in range(nrow)]
+
+
+def _matrix_columns(sexp: Any) -> dict[str, list[Any]]:
+    rows = _matrix_rows(sexp)
+    dim = _dim(sexp) or [len(rows), 1]
+    names = _column_names(sexp) or [f"V{j + 1}" for j in range(dim[1])]
+    return {name: [row[j] for row in rows] for j, name in enumerate(names)}
+
+
+def _frame_columns(sexp: Any) -> dict[str, list[Any]]:
+    names = _names(sexp) or []
+    columns: dict[str, list[Any]] = {}
+    lengths = set()
+    for name, column in zip(names, sexp, strict=False):
+        if _is_data_frame(column) or _dim(column) is not None:
+            raise ValueError_(f"column '{name}' is not a plain vector")
+        columns[name] = elements(column)
+        lengths.add(len(columns[name]))
+    if len(lengths) > 1:
+        raise ValueError_("columns have different lengths")
+    return columns
+
+
+def _classes(sexp: Any) -> tuple[str, ...]:
+    attr = sexp.do_slot("class") if "class" in sexp.list_attrs() else None
+    return tuple(attr) if attr is not None else ()
+
+
+def _is_data_frame(sexp: Any) -> bool:
+    return sexp.typeof == ri.RTYPES.VECSXP and "data.frame" in _classes(sexp)
+
+
+def _names(sexp: Any) -> list[str] | None:
+    if "names" not in sexp.list_attrs():
+        return None
+    return [str(n) for n in sexp.do_slot("names")]
+
+
+def _dim(sexp: Any) -> list[int] | None:
+    if "dim" not in sexp.list_attrs():
+        return None
+    return [int(d) for d in sexp.do_slot("dim")]
+
+
+def _column_names(sexp: Any) -> list[str] | None:
+    if "dimnames" not in sexp.list_attrs():
+        return None
+    dimnames = sexp.do_slot("dimnames")
+    if len(dimnames) < 2 or dimnames[1].typeof == ri.RTYPES.NILSXP:
+        return None
+    return [str(n) for n in dimnames[1]]
+
+
+def _describe(sexp: Any) -> str:
+    kind = str(_h().r_class(sexp)[0])
+    try:
+        return f"{kind} of length {len(sexp)}"
+    except TypeError:
+        return kind
