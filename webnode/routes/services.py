@@ -8,10 +8,10 @@ import uuid
 
 from aiohttp import web
 
-from common.errors import InvalidInput
+from common.errors import Conflict, InvalidInput
 from webnode.auth.roles import Action, can_manage, require, require_manage
 from webnode.keys import principal, services_key, settings_key
-from webnode.schemas import PublishRequest, check_name, read_model, service_json
+from webnode.schemas import ParameterDefinition, PublishRequest, check_name, read_model, service_json
 from webnode.store.services import Parameter, Service
 
 routes = web.RouteTableDef()
@@ -21,8 +21,8 @@ def _permission(request: web.Request, service: Service) -> str:
     return "read/write" if can_manage(principal(request), service.owner) else "read only"
 
 
-def _params(defs: list[object] | None) -> tuple[Parameter, ...]:
-    return tuple(Parameter(d.name, d.type) for d in defs or [])  # type: ignore[attr-defined]
+def _params(defs: list[ParameterDefinition] | None) -> tuple[Parameter, ...]:
+    return tuple(Parameter(d.name, d.type) for d in defs or [])
 
 
 async def _publish(request: web.Request, name: str, version: str) -> Service:
@@ -33,8 +33,13 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
     body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
     if not body.code or not body.code.strip():
         raise InvalidInput("code is required", field="code")
-    if body.snapshotId:
-        raise InvalidInput("snapshots are not supported yet", field="snapshotId")
+    cache = request.app[services_key]
+    existing = await cache.store.list(name)
+    for other in existing:
+        # A name belongs to whoever published it: others may not add versions unless they manage any service.
+        require_manage(who, other.owner, f"web service '{name}'")
+    if any(s.version == version for s in existing):
+        raise Conflict(f"a web service named '{name}' with version '{version}' exists; use PATCH to update it")
     service = Service(
         name=name,
         version=version,
@@ -44,13 +49,14 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
         init_code=body.initCode or "",
         description=body.description,
         operation_id=body.operationId,
-        inputs=_params(body.inputParameterDefinitions),  # type: ignore[arg-type]
-        outputs=_params(body.outputParameterDefinitions),  # type: ignore[arg-type]
+        inputs=_params(body.inputParameterDefinitions),
+        outputs=_params(body.outputParameterDefinitions),
         output_files=tuple(body.outputFileNames or ()),
         snapshot_id=None,
         created_at=time.time(),
     )
-    cache = request.app[services_key]
+    if body.snapshotId:
+        raise InvalidInput("snapshots are not supported yet", field="snapshotId")
     await cache.store.create(service)
     await cache.changed(name, version)
     return service
@@ -58,8 +64,9 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
 
 @routes.post("/services/{name}")
 async def publish_unversioned(request: web.Request) -> web.Response:
+    """Publish with a new GUID as the version; the body is the consume path (JSON string)."""
     service = await _publish(request, request.match_info["name"], str(uuid.uuid4()))
-    return web.json_response(service.version, status=201)
+    return web.json_response(f"/api/{service.name}/{service.version}", status=201)
 
 
 @routes.post("/services/{name}/{version}")
@@ -89,13 +96,8 @@ async def get_service(request: web.Request) -> web.Response:
     return web.json_response(service_json(service, _permission(request, service)))
 
 
-@routes.patch("/services/{name}/{version}")
-async def patch_service(request: web.Request) -> web.Response:
-    name, version = request.match_info["name"], request.match_info["version"]
-    cache = request.app[services_key]
-    current = await cache.store.get(name, version)
-    require_manage(principal(request), current.owner, f"web service '{name}' version '{version}'")
-    body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
+def _changes(current: Service, body: PublishRequest) -> dict[str, object]:
+    """The fields a PATCH body sets (absent or null keys leave the field as it is)."""
     changes: dict[str, object] = {"revision": current.revision + 1}
     if body.code is not None:
         if not body.code.strip():
@@ -110,12 +112,24 @@ async def patch_service(request: web.Request) -> web.Response:
     if body.operationId is not None:
         changes["operation_id"] = body.operationId
     if body.inputParameterDefinitions is not None:
-        changes["inputs"] = _params(body.inputParameterDefinitions)  # type: ignore[arg-type]
+        changes["inputs"] = _params(body.inputParameterDefinitions)
     if body.outputParameterDefinitions is not None:
-        changes["outputs"] = _params(body.outputParameterDefinitions)  # type: ignore[arg-type]
+        changes["outputs"] = _params(body.outputParameterDefinitions)
     if body.outputFileNames is not None:
         changes["output_files"] = tuple(body.outputFileNames)
-    updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
+    return changes
+
+
+@routes.patch("/services/{name}/{version}")
+async def patch_service(request: web.Request) -> web.Response:
+    name, version = request.match_info["name"], request.match_info["version"]
+    cache = request.app[services_key]
+    current = await cache.store.get(name, version)
+    require_manage(principal(request), current.owner, f"web service '{name}' version '{version}'")
+    body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
+    if body.snapshotId:
+        raise InvalidInput("snapshots are not supported yet", field="snapshotId")
+    updated = dataclasses.replace(current, **_changes(current, body))  # type: ignore[arg-type]
     await cache.store.replace(updated)
     await cache.changed(name, version)
     return web.json_response(f"/api/{name}/{version}")
