@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from common.errors import AppError, Timeout, Unavailable, from_code, from_rpc_error
 from common.pb import compute_pb2 as pb
 from common.pb import compute_pb2_grpc as pb_grpc
+from webnode.compute.channels import ChannelFactory
 
 logger = logging.getLogger(__name__)
 ADMIN_DEADLINE = 30.0
@@ -47,8 +48,8 @@ def _not_delivered(exc: grpc.RpcError) -> bool:
 class _Stream:
     """One bidirectional Call stream and the requests waiting on it."""
 
-    def __init__(self, stub: pb_grpc.ComputeStub) -> None:
-        self._call = stub.Call()
+    def __init__(self, stub: pb_grpc.ComputeStub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._call = stub.Call(metadata=metadata or None)
         self._pending: dict[int, asyncio.Future[pb.CallReply]] = {}
         self._outbox: list[pb.CallRequest] = []
         self._writer: asyncio.Task[None] | None = None
@@ -126,11 +127,15 @@ class _Stream:
 
 
 class NodeClient:
-    def __init__(self, uri: str, *, streams: int = 2) -> None:
+    def __init__(self, uri: str, *, streams: int = 2, channels: ChannelFactory | None = None) -> None:
         self.uri = uri
         self.target = grpc_target(uri)
-        self._channel = grpc.aio.insecure_channel(
+        channels = channels or ChannelFactory()
+        self._metadata = channels.metadata()
+        # The secret goes on each call explicitly: an interceptor would slow the Call stream down.
+        self._channel = channels.open(
             self.target,
+            intercept=False,
             options=[
                 ("grpc.max_receive_message_length", 1 << 30),
                 ("grpc.max_send_message_length", 1 << 30),
@@ -156,7 +161,7 @@ class NodeClient:
         best_index, best = 0, None
         for index, stream in enumerate(self._streams):
             if stream is None or stream.closed:
-                stream = self._streams[index] = _Stream(self._stub)
+                stream = self._streams[index] = _Stream(self._stub, self._metadata)
             if best is None or stream.load < best.load:
                 best_index, best = index, stream
         assert best is not None
@@ -183,7 +188,7 @@ class NodeClient:
 
     async def _unary(self, method: Any, request: Any, timeout: float = ADMIN_DEADLINE) -> Any:
         try:
-            return await method(request, timeout=timeout)
+            return await method(request, timeout=timeout, metadata=self._metadata or None)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 # Administrative calls are idempotent: the caller may try another node.
@@ -204,7 +209,9 @@ class NodeClient:
 
     async def healthy(self, timeout: float = 2.0) -> bool:
         try:
-            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            reply = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout, metadata=self._metadata or None
+            )
         except grpc.RpcError:
             return False
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

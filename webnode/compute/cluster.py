@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from common.errors import AppError, ServiceNotLoaded, Unavailable
 from common.pb import compute_pb2 as pb
+from webnode.compute import uris
+from webnode.compute.channels import ChannelFactory
 from webnode.compute.client import NodeClient, NotDelivered
 from webnode.coord.base import Coordinator
 from webnode.store.config import ConfigStore
@@ -33,18 +35,35 @@ class NodeState:
 
 
 class ComputeCluster:
-    def __init__(self, config: ConfigStore, coordinator: Coordinator, *, health_interval: float, streams: int) -> None:
+    def __init__(
+        self,
+        config: ConfigStore,
+        coordinator: Coordinator,
+        *,
+        health_interval: float,
+        streams: int,
+        reload_interval: float = 30.0,
+        channels: ChannelFactory | None = None,
+    ) -> None:
         self._config = config
         self._coordinator = coordinator
         self._interval = health_interval
         self._streams = streams
+        self._reload_interval = reload_interval
+        self.channels = channels or ChannelFactory()  # open every channel to a compute node with this
         self.nodes: dict[str, NodeState] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_now = asyncio.Event()
 
     async def start(self, seed: list[str]) -> None:
         if seed:
-            await self._config.set_if_absent(COMPUTE_NODES, seed)
+            valid = []
+            for entry in seed:
+                try:
+                    valid.append(uris.parse(entry).text)
+                except AppError as exc:
+                    logger.error("ignoring O16N_COMPUTE_NODES entry: %s", exc.message)
+            await self._config.set_if_absent(COMPUTE_NODES, uris.unique(valid))
         await self.reload()
         self._coordinator.subscribe(CHANNEL, lambda _message: self._reload_now.set())
         loop = asyncio.get_running_loop()
@@ -69,23 +88,28 @@ class ComputeCluster:
         await self._coordinator.publish(CHANNEL, "changed")
 
     async def reload(self) -> None:
-        uris = await self.entries()
-        for uri in [u for u in self.nodes if u not in uris]:
+        """Apply the stored list: ranges expand, names resolve (again) to all their addresses."""
+        wanted = await uris.expand(await self.entries())
+        for uri in [u for u in self.nodes if u not in wanted]:
             state = self.nodes.pop(uri)
+            logger.info("compute node %s left the list", uri)
             await state.client.close()
-        for uri in uris:
+        for uri in wanted:
             if uri not in self.nodes:
-                self.nodes[uri] = NodeState(NodeClient(uri, streams=self._streams))
+                logger.info("compute node %s joined the list", uri)
+                self.nodes[uri] = NodeState(NodeClient(uri, streams=self._streams, channels=self.channels))
 
     async def _reload_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload_now.wait(), 30)
+                await asyncio.wait_for(self._reload_now.wait(), self._reload_interval)
             self._reload_now.clear()
             try:
                 await self.reload()
             except AppError as exc:
                 logger.warning("could not reload the compute node list: %s", exc.message)
+            except Exception:  # the store being down must not end the loop
+                logger.exception("could not reload the compute node list")
 
     # ------------------------------------------------------------------ health
     async def _health_loop(self) -> None:
