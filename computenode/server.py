@@ -12,8 +12,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from common.pb import compute_pb2_grpc as pb_grpc
+from common.pb import realtime_pb2_grpc
 from computenode.interceptors import ErrorInterceptor
 from computenode.pools import PoolConfig, ShellPool
+from computenode.realtime import RealtimeModels
+from computenode.realtime_servicer import RealtimeServicer
 from computenode.runtimes import r_unavailable_reason
 from computenode.servicer import ComputeServicer
 from computenode.services import ServiceRegistry
@@ -30,10 +33,13 @@ class ComputeNode:
     port: int
     pools: dict[str, ShellPool]
     health: health_aio.HealthServicer
+    realtime: RealtimeModels | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.realtime is not None:
+            await self.realtime.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
 
 
@@ -45,6 +51,30 @@ def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
         queue_limit=settings.shell_queue_limit,
         max_uses=settings.shell_max_uses,
         start_timeout=settings.shell_start_timeout,
+    )
+
+
+def _realtime_models(settings: ComputeNodeSettings, shells_root: Path) -> RealtimeModels:
+    """Realtime models; pickled ones are scored in their own small Python pool, started on demand."""
+    pickle_pool = ShellPool(
+        PYTHON,
+        PoolConfig(
+            initial_size=0,
+            max_size=settings.realtime_pickle_pool_max_size,
+            acquire_timeout=settings.shell_acquire_timeout,
+            queue_limit=settings.shell_queue_limit,
+            max_uses=settings.shell_max_uses,
+            start_timeout=settings.shell_start_timeout,
+        ),
+        shells_root,
+    )
+    return RealtimeModels(
+        root=(settings.data_dir / "realtime").resolve(),
+        pickle_pool=pickle_pool,
+        execution_timeout=settings.execution_timeout,
+        batch_max_size=settings.realtime_batch_max_size,
+        batch_max_wait=settings.realtime_batch_max_wait,
+        threads=settings.realtime_threads,
     )
 
 
@@ -78,20 +108,24 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
         raise OSError(f"cannot bind the compute node to {settings.compute_host}:{settings.compute_port}")
     node_id = settings.node_id or f"{settings.compute_host}:{port}"
     registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout)
+    realtime = _realtime_models(settings, shells_root)
     servicer = ComputeServicer(
         node_id=node_id,
         pools=pools,
         unavailable=unavailable,
         registry=registry,
         log_path=str(Path(settings.data_dir).resolve() / "logs"),
+        realtime=realtime,
     )
     pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for pool in pools.values():
         await pool.start()
+    await realtime.start()
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     logger.info("compute node %s serving on port %d (runtimes: %s)", node_id, port, ", ".join(pools))
-    return ComputeNode(server=server, port=port, pools=pools, health=health_servicer)
+    return ComputeNode(server=server, port=port, pools=pools, health=health_servicer, realtime=realtime)

@@ -12,6 +12,7 @@ from common.errors import AppError, Internal
 from common.pb import compute_pb2 as pb
 from common.pb import compute_pb2_grpc as pb_grpc
 from computenode.pools import ShellPool
+from computenode.realtime import RealtimeModels
 from computenode.services import ServiceRegistry
 
 logger = logging.getLogger(__name__)
@@ -36,12 +37,14 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         unavailable: dict[str, str],
         registry: ServiceRegistry,
         log_path: str,
+        realtime: RealtimeModels | None = None,
     ) -> None:
         self._node_id = node_id
         self._pools = pools
         self._unavailable = unavailable
         self._registry = registry
         self._log_path = log_path
+        self._realtime = realtime
 
     async def Call(
         self, request_iterator: AsyncIterator[pb.CallBatch], context: grpc.aio.ServicerContext
@@ -55,6 +58,8 @@ class ComputeServicer(pb_grpc.ComputeServicer):
                 if kind == "execute_service":
                     result = await self._registry.execute(request.execute_service)
                     reply = pb.CallReply(id=request.id, result=result)
+                elif kind == "score" and self._realtime is not None:
+                    reply = pb.CallReply(id=request.id, scored=await self._realtime.score(request.score))
                 else:
                     reply = pb.CallReply(id=request.id, error=pb.Error(code="invalid_input", message="empty call"))
             except Exception as exc:

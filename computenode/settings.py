@@ -27,6 +27,15 @@ class ComputeNodeSettings:
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
     execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")
     node_id: str = setting("", "Name reported in /status; empty means host:port.")
+    realtime_batch_max_size: int = setting(
+        64, "Most rows one call of a realtime (ONNX) model scores when concurrent requests are batched; 1 disables."
+    )
+    realtime_batch_max_wait: float = setting(
+        0.002,
+        "Seconds a realtime batch waits for more requests, only while requests arrive concurrently (0: never wait).",
+    )
+    realtime_threads: int = setting(2, "Threads that run realtime (ONNX) model calls on a compute node.")
+    realtime_pickle_pool_max_size: int = setting(2, "Most Python shells scoring pickled realtime models.")
 
     def validate(self) -> None:
         for runtime in ("python", "r"):
@@ -39,3 +48,7 @@ class ComputeNodeSettings:
                 )
         if self.shell_acquire_timeout <= 0 or self.execution_timeout <= 0:
             raise SettingsError("timeouts must be positive")
+        if self.realtime_batch_max_size < 1 or self.realtime_batch_max_wait < 0:
+            raise SettingsError("O16N_REALTIME_BATCH_MAX_SIZE must be at least 1 and O16N_REALTIME_BATCH_MAX_WAIT >= 0")
+        if self.realtime_threads < 1 or self.realtime_pickle_pool_max_size < 1:
+            raise SettingsError("O16N_REALTIME_THREADS and O16N_REALTIME_PICKLE_POOL_MAX_SIZE must be at least 1")

@@ -16,7 +16,7 @@ from webnode.coord.memory import MemoryCoordinator
 from webnode.coord.redis import RedisCoordinator
 from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
 from webnode.middleware import auth_middleware, error_middleware
-from webnode.routes import consume, login, services, status
+from webnode.routes import consume, login, realtime, services, status
 from webnode.routes import swagger as swagger_routes
 from webnode.service_cache import ServiceCache
 from webnode.settings import WebNodeSettings
@@ -132,7 +132,8 @@ def create_app(settings: WebNodeSettings) -> web.Application:
     )
     app[settings_key] = settings
     app.cleanup_ctx.extend([_store_ctx, _coordination_ctx, _tokens_ctx, _services_ctx, _cluster_ctx])
-    for module in (login, services, consume, status):
+    app.cleanup_ctx.append(realtime.realtime_ctx)
+    for module in (login, services, consume, status, realtime):
         app.router.add_routes(module.routes)
     app.router.add_routes(swagger_routes.routes)
     return app

@@ -13,6 +13,8 @@ from common.pb import compute_pb2 as pb
 from webnode.auth.roles import Action, require
 from webnode.keys import cluster_key, principal, services_key, settings_key
 from webnode.middleware import parse_json
+from webnode.routes.realtime import RUNTIME as REALTIME
+from webnode.routes.realtime import consume_realtime
 from webnode.store.services import Service
 
 routes = web.RouteTableDef()
@@ -59,5 +61,7 @@ async def consume(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"the request body is larger than {settings.max_body_size} bytes")
     raw = await request.read()
     check_inputs(entry.service, parse_json(raw) if raw.strip() or entry.service.inputs else {})
+    if entry.service.runtime == REALTIME:
+        return await consume_realtime(app, entry.service, raw)
     result = await app[cluster_key].execute_service(entry.definition, raw or b"{}", settings.compute_timeout)
     return web.Response(body=result_body(result), content_type="application/json")

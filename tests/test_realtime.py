@@ -1,0 +1,324 @@
+"""Realtime web services through real processes: ONNX models scored in the compute node, pickles in shells."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestRegressor
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from tests.support import WebNode, unique
+
+COLUMNS = ["sepal", "petal", "width"]
+RNG = np.random.default_rng(7)
+X_TRAIN = RNG.normal(size=(200, 3)).astype(np.float32)
+X_TEST = RNG.normal(size=(7, 3)).astype(np.float32)
+
+
+def assert_error(body: dict[str, Any], status: int) -> None:
+    assert body["code"] == status, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["error"], str) and isinstance(body["exceptionType"], str)
+    assert "Traceback" not in str(body)
+
+
+def regressor() -> tuple[Any, bytes]:
+    """A forest on one 2-D input `X` [N, 3]: inputData gives three feature columns in order."""
+    y = X_TRAIN @ np.array([1.5, -2.0, 0.5], dtype=np.float32) + X_TRAIN[:, 0] ** 2
+    model = RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0).fit(X_TRAIN, y)
+    onx = convert_sklearn(model, initial_types=[("X", FloatTensorType([None, 3]))])
+    return model, onx.SerializeToString()
+
+
+def linear(scale: float) -> tuple[Any, bytes]:
+    model = LinearRegression().fit(X_TRAIN, X_TRAIN @ np.array([scale, 1.0, -1.0], dtype=np.float32))
+    return model, convert_sklearn(model, initial_types=[("X", FloatTensorType([None, 3]))]).SerializeToString()
+
+
+def classifier() -> tuple[Any, bytes]:
+    """A pipeline with one named input per column: inputData is matched by name."""
+    import pandas as pd
+
+    frame = pd.DataFrame(X_TRAIN, columns=COLUMNS)
+    labels = (X_TRAIN[:, 0] + X_TRAIN[:, 1] > 0).astype(np.int64) + (X_TRAIN[:, 2] > 1).astype(np.int64)
+    model = Pipeline(
+        [
+            ("scale", ColumnTransformer([("num", StandardScaler(), COLUMNS)])),
+            ("clf", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(frame, labels)
+    onx = convert_sklearn(model, initial_types=[(c, FloatTensorType([None, 1])) for c in COLUMNS])
+    return model, onx.SerializeToString()
+
+
+def input_data(x: np.ndarray) -> dict[str, Any]:
+    return {"inputData": {c: [float(v) for v in x[:, i]] for i, c in enumerate(COLUMNS)}}
+
+
+async def publish(
+    http: aiohttp.ClientSession,
+    server: WebNode,
+    path: str,
+    model: bytes | None,
+    method: str = "POST",
+    **fields: str,
+) -> tuple[int, Any]:
+    form = aiohttp.FormData()
+    for key, value in fields.items():
+        form.add_field(key, value)
+    if model is not None:
+        form.add_field("model", model, filename="model.bin", content_type="application/octet-stream")
+    headers = await server.headers(http)
+    async with http.request(method, f"{server.url}{path}", data=form, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def consume(http: aiohttp.ClientSession, server: WebNode, name: str, body: Any) -> tuple[int, Any]:
+    headers = await server.headers(http)
+    async with http.post(f"{server.url}/api/{name}/1.0", json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_onnx_regression_scores_like_sklearn(server: WebNode, http: aiohttp.ClientSession) -> None:
+    model, onx = regressor()
+    name = unique("forest")
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", onx, description="a forest")
+    assert status == 201, body
+    assert body == f"/api/{name}/1.0"
+    headers = await server.headers(http)
+    async with http.get(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
+        record = await resp.json()
+    assert record["runtimeType"] == "Realtime"
+    assert record["description"] == "a forest" and record["operationId"] == "consume"
+    assert record["inputParameterDefinitions"] == [{"name": "inputData", "type": "data.frame"}]
+    assert record["outputParameterDefinitions"] == [{"name": "outputData", "type": "data.frame"}]
+    assert record["myPermissionOnService"] == "read/write"
+
+    status, result = await consume(http, server, name, input_data(X_TEST))
+    assert status == 200, result
+    assert result["success"] is True and result["errorMessage"] == ""
+    envelope = {"success", "errorMessage", "outputParameters", "outputFiles", "consoleOutput", "changedFiles"}
+    assert set(result) == envelope
+    predicted = result["outputParameters"]["outputData"]["variable"]
+    assert predicted == pytest.approx(model.predict(X_TEST).tolist(), rel=1e-5, abs=1e-5)
+
+
+async def test_onnx_classifier_gives_labels_and_probabilities(server: WebNode, http: aiohttp.ClientSession) -> None:
+    import pandas as pd
+
+    model, onx = classifier()
+    name = unique("clf")
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", onx)
+    assert status == 201, body
+    # Columns are matched by name, in any order.
+    data = input_data(X_TEST)["inputData"]
+    status, result = await consume(http, server, name, {"inputData": dict(reversed(list(data.items())))})
+    assert status == 200, result
+    out = result["outputParameters"]["outputData"]
+    frame = pd.DataFrame(X_TEST, columns=COLUMNS)
+    assert out["output_label"] == model.predict(frame).tolist()
+    proba = model.predict_proba(frame)
+    for j, label in enumerate(model.classes_):
+        assert out[f"output_probability_{label}"] == pytest.approx(proba[:, j].tolist(), rel=1e-5, abs=1e-5)
+    # A single row given as scalars works too.
+    status, result = await consume(http, server, name, {"inputData": {c: 0.5 for c in COLUMNS}})
+    assert status == 200 and len(result["outputParameters"]["outputData"]["output_label"]) == 1
+
+
+async def test_bad_models_get_400_listing_formats(server: WebNode, http: aiohttp.ClientSession) -> None:
+    _, onx = regressor()
+    cases = [
+        (b"blob\x00\x01rxSerializeModel", "rxSerializeModel"),
+        (b"\x00\x01not a model at all", "unrecognised"),
+        (b"", "empty"),
+        (onx[: len(onx) // 2], "not a valid ONNX model"),
+        (pickle.dumps({"not": "a model"}), "no predict method"),
+    ]
+    for content, words in cases:
+        name = unique("bad")
+        status, body = await publish(http, server, f"/realtime-services/{name}/1.0", content)
+        assert status == 400, (words, body)
+        assert_error(body, 400)
+        assert words in body["message"], body
+        if words in ("rxSerializeModel", "unrecognised"):
+            assert "ONNX" in body["message"] and "pickled" in body["message"]
+        headers = await server.headers(http)
+        async with http.get(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
+            assert resp.status == 404  # nothing was published
+    name = unique("bad")
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", None, description="no model")
+    assert status == 400 and body["fields"] == "model"
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", onx, operationId="not an id")
+    assert status == 400 and body["fields"] == "operationId"
+    headers = await server.headers(http)
+    async with http.post(f"{server.url}/realtime-services/{name}/1.0", json={"model": "x"}, headers=headers) as resp:
+        assert resp.status == 400
+        assert "multipart/form-data" in (await resp.json())["message"]
+    async with http.post(f"{server.url}/realtime-services/bad name/1.0", data=b"", headers=headers) as resp:
+        assert resp.status == 400
+
+
+async def test_bad_inputs_get_400_naming_them(server: WebNode, http: aiohttp.ClientSession) -> None:
+    _, onx = classifier()
+    name = unique("clf")
+    status, _ = await publish(http, server, f"/realtime-services/{name}/1.0", onx)
+    assert status == 201
+    good = input_data(X_TEST[:2])["inputData"]
+    cases: list[tuple[Any, str | None, str]] = [
+        ({}, "inputData", "missing"),
+        ({"inputData": good, "other": 1}, "other", "unknown"),
+        ({"inputData": {**good, "extra": [1, 2]}}, "extra", "extra"),
+        ({"inputData": {k: v for k, v in good.items() if k != "petal"}}, "petal", "petal"),
+        ({"inputData": {**good, "sepal": ["a", "b"]}}, "sepal", "expected numeric"),
+        ({"inputData": {**good, "sepal": [True, False]}}, "sepal", "expected numeric"),
+        ({"inputData": {**good, "sepal": [1.0]}}, "inputData", "equal length"),
+        ({"inputData": [1, 2, 3]}, "inputData", "inputData"),
+        ([1, 2], None, "object"),
+    ]
+    for body, field, words in cases:
+        status, error = await consume(http, server, name, body)
+        assert status == 400, (body, error)
+        assert_error(error, 400)
+        if field:
+            assert error.get("fields") == field, error
+        assert words in error["message"], error
+    # A model with one 2-D input takes its features as columns, in order, and says how many.
+    _, onx = regressor()
+    name = unique("forest")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    status, error = await consume(http, server, name, {"inputData": {"a": [1.0], "b": [2.0]}})
+    assert status == 400 and "3 feature column(s)" in error["message"] and "a, b" in error["message"]
+
+
+async def test_publish_rules_and_lifecycle(server: WebNode, http: aiohttp.ClientSession) -> None:
+    _, onx = linear(2.0)
+    headers = await server.headers(http)
+    async with http.post(f"{server.url}/realtime-services/x/1.0", data=b"") as resp:
+        assert resp.status == 401
+        assert_error(await resp.json(), 401)
+    name = unique("lin")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", onx)
+    assert status == 409
+    assert_error(body, 409)
+    status, version = await publish(http, server, f"/realtime-services/{name}", onx)
+    assert status == 201 and len(version) == 36
+    async with http.get(f"{server.url}/services/{name}", headers=headers) as resp:
+        versions = await resp.json()
+    assert {v["version"] for v in versions} == {"1.0", version}
+    assert all(v["runtimeType"] == "Realtime" for v in versions)
+    status, body = await publish(http, server, f"/realtime-services/{unique('none')}/1.0", onx, method="PATCH")
+    assert status == 404
+    assert_error(body, 404)
+    python = unique("py")
+    definition = {"code": "y = 1", "runtimeType": "Python"}
+    async with http.post(f"{server.url}/services/{python}/1.0", json=definition, headers=headers) as resp:
+        assert resp.status == 201
+    status, body = await publish(http, server, f"/realtime-services/{python}/1.0", onx, method="PATCH")
+    assert status == 400 and "not a realtime" in body["message"]
+    async with http.delete(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
+        assert resp.status == 200
+    status, body = await consume(http, server, name, input_data(X_TEST))
+    assert status == 404
+    assert_error(body, 404)
+
+
+async def test_patch_swaps_the_model_while_requests_run(server: WebNode, http: aiohttp.ClientSession) -> None:
+    old_model, old = linear(2.0)
+    new_model, new = linear(-3.0)
+    name = unique("swap")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", old))[0] == 201
+    expected_old = old_model.predict(X_TEST).tolist()
+    expected_new = new_model.predict(X_TEST).tolist()
+
+    async def score() -> list[float]:
+        status, result = await consume(http, server, name, input_data(X_TEST))
+        assert status == 200, result
+        return list(result["outputParameters"]["outputData"]["variable"])
+
+    running = [asyncio.ensure_future(score()) for _ in range(30)]
+    status, body = await publish(
+        http, server, f"/realtime-services/{name}/1.0", new, method="PATCH", description="second model"
+    )
+    assert status == 200, body
+    for outcome in await asyncio.gather(*running):
+        assert outcome == pytest.approx(expected_old, rel=1e-5) or outcome == pytest.approx(expected_new, rel=1e-5)
+    assert await score() == pytest.approx(expected_new, rel=1e-5, abs=1e-5)
+    headers = await server.headers(http)
+    async with http.get(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
+        assert (await resp.json())["description"] == "second model"
+    # Description only: the model stays.
+    status, _ = await publish(http, server, f"/realtime-services/{name}/1.0", None, method="PATCH", operationId="go")
+    assert status == 200
+    assert await score() == pytest.approx(expected_new, rel=1e-5, abs=1e-5)
+
+
+async def test_concurrent_requests_each_get_their_own_rows(server: WebNode, http: aiohttp.ClientSession) -> None:
+    model, onx = regressor()
+    name = unique("batch")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    rows = RNG.normal(size=(64, 3)).astype(np.float32)
+    expected = model.predict(rows)
+
+    async def one(i: int) -> float:
+        count = 1 + i % 3  # requests of 1 to 3 rows, scored together in batches
+        status, result = await consume(http, server, name, input_data(np.repeat(rows[i : i + 1], count, axis=0)))
+        assert status == 200, result
+        values = result["outputParameters"]["outputData"]["variable"]
+        assert len(values) == count
+        return float(values[0])
+
+    got = await asyncio.gather(*(one(i) for i in range(64)))
+    assert got == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-5)
+
+
+class _Recorder:
+    """Pickles as: record os.getpid() in a file, then unpickle the real model."""
+
+    def __init__(self, path: Path, model: Any) -> None:
+        self.path, self.payload = str(path), pickle.dumps(model)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        source = (
+            f"(open({self.path!r}, 'a').write(str(__import__('os').getpid()) + '\\n'), "
+            f"__import__('pickle').loads({self.payload!r}))[1]"
+        )
+        return (eval, (source,))
+
+
+async def test_pickled_model_runs_only_in_a_shell(server: WebNode, http: aiohttp.ClientSession, tmp_path: Path) -> None:
+    model = LogisticRegression(max_iter=500).fit(X_TRAIN, (X_TRAIN[:, 0] > 0).astype(int))
+    pids = tmp_path / "pids"
+    name = unique("pkl")
+    status, body = await publish(http, server, f"/realtime-services/{name}/1.0", pickle.dumps(_Recorder(pids, model)))
+    assert status == 201, body
+    assert pids.exists(), "the model was not loaded ahead at publish"
+    data = {"inputData": {f"x{i}": [float(v) for v in X_TEST[:, i]] for i in range(3)}}
+    status, result = await consume(http, server, name, data)
+    assert status == 200, result
+    out = result["outputParameters"]["outputData"]
+    assert out["prediction"] == model.predict(X_TEST).tolist()
+    assert out["probability_1"] == pytest.approx(model.predict_proba(X_TEST)[:, 1].tolist(), rel=1e-5, abs=1e-7)
+    status, error = await consume(http, server, name, {"inputData": {"x0": [1.0], "x1": [2.0]}})
+    assert status == 400 and "3 feature column(s)" in error["message"]
+    assert_error(error, 400)
+    recorded = {int(line) for line in pids.read_text().split()}
+    assert recorded and os.getpid() not in recorded
+    for pid in recorded:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"computenode.shells.python_child" in cmdline, cmdline  # a shell, not the compute node
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+        assert b"computenode" in parent_cmd and b"computenode.shells.python_child" not in parent_cmd
