@@ -32,6 +32,11 @@ local({
     split_strings <- function(s) strsplit(s, "\001", fixed = TRUE)[[1L]]
     join_strings <- function(x) list(paste(x, collapse = "\001"), which(is.na(x)))
     set_na <- function(x, at) { x[at] <- NA; x }
+    as_frame <- function(columns, n) {  # class<- also marks it an S3 object (dispatch of dim, print)
+        attr(columns, "row.names") <- .set_row_names(n)
+        class(columns) <- "data.frame"
+        columns
+    }
     environment()
 }, envir = new.env(parent = baseenv()))
 """
@@ -45,6 +50,7 @@ class _Helpers:
         self.split_strings = env["split_strings"]
         self.join_strings = env["join_strings"]
         self.set_na = env["set_na"]
+        self.as_frame = env["as_frame"]
         self.as_character = ri.baseenv["as.character"]
         self.as_posixct = ri.baseenv["as.POSIXct"]
         self.r_class = ri.baseenv["class"]
@@ -170,9 +176,7 @@ def _data_frame(value: dict[str, Any] | list[dict[str, Any]]) -> Any:
     nrows = len(next(iter(columns.values()))) if columns else 0
     frame = ri.ListSexpVector([atomic(col) for col in columns.values()])
     frame.do_slot_assign("names", ri.StrSexpVector(list(columns)))
-    frame.do_slot_assign("row.names", ri.IntSexpVector([ri.NA_Integer, -nrows] if nrows else []))
-    frame.do_slot_assign("class", ri.StrSexpVector(["data.frame"]))
-    return frame
+    return _h().as_frame(frame, ri.IntSexpVector([nrows]))
 
 
 # ---------------------------------------------------------------- R -> JSON
