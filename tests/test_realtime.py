@@ -228,6 +228,14 @@ async def test_publish_rules_and_lifecycle(server: WebNode, http: aiohttp.Client
         assert resp.status == 201
     status, body = await publish(http, server, f"/realtime-services/{python}/1.0", onx, method="PATCH")
     assert status == 400 and "not a realtime" in body["message"]
+    async with http.patch(f"{server.url}/services/{name}/1.0", json={"code": "x = 1"}, headers=headers) as resp:
+        assert resp.status == 400 and "/realtime-services/" in (await resp.json())["message"]
+    async with http.get(f"{server.url}/api/{name}/1.0/swagger.json", headers=headers) as resp:
+        assert resp.status == 200
+        swagger = await resp.json()
+    assert swagger["paths"][f"/api/{name}/1.0"]["post"]["operationId"] == "consume"
+    assert swagger["definitions"]["InputParameters"]["properties"]["inputData"]["description"] == "data.frame"
+    assert swagger["definitions"]["OutputParameters"]["properties"]["outputData"]["type"] == "object"
     async with http.delete(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
         assert resp.status == 200
     status, body = await consume(http, server, name, input_data(X_TEST))

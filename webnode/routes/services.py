@@ -11,6 +11,7 @@ from aiohttp import web
 from common.errors import Conflict, InvalidInput
 from webnode.auth.roles import Action, can_manage, require, require_manage
 from webnode.keys import principal, services_key, settings_key
+from webnode.routes.batch import batch_key
 from webnode.schemas import ParameterDefinition, PublishRequest, check_name, read_model, service_json
 from webnode.store.services import Parameter, Service
 
@@ -126,6 +127,11 @@ async def patch_service(request: web.Request) -> web.Response:
     cache = request.app[services_key]
     current = await cache.store.get(name, version)
     require_manage(principal(request), current.owner, f"web service '{name}' version '{version}'")
+    if current.runtime == "Realtime":
+        raise InvalidInput(
+            f"web service '{name}' version '{version}' is a realtime service; update it with "
+            f"PATCH /realtime-services/{name}/{version} (multipart: model, description, operationId)"
+        )
     body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
     if body.snapshotId:
         raise InvalidInput("snapshots are not supported yet", field="snapshotId")
@@ -143,4 +149,7 @@ async def delete_service(request: web.Request) -> web.Response:
     require_manage(principal(request), current.owner, f"web service '{name}' version '{version}'")
     await cache.store.delete(name, version)
     await cache.changed(name, version)
+    runner = request.app[batch_key]
+    for execution_id in await runner.store.delete_service(name, version):
+        await runner.cancel(execution_id)
     return web.json_response(f"deleted {name}/{version}")
