@@ -1,0 +1,148 @@
+"""BatchRunner: runs batch executions of web services on the web node that holds their lease.
+
+A started execution is stored first (webnode/store/batches.py), then run here: its records
+go to the compute nodes like ordinary consume requests, at most `parallel_count` at a time,
+and each result is stored as soon as it arrives. A background loop renews the leases of the
+executions this node runs and claims those whose runner stopped (another web node, or this
+one before a restart), so every stored execution finishes. Cancelling deletes the rows and
+broadcasts the id so the node running it stops sending records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import orjson
+
+from common.errors import AppError, NotFound
+from webnode.compute.cluster import ComputeCluster
+from webnode.coord.base import RESYNC, Coordinator
+from webnode.routes.consume import result_body
+from webnode.service_cache import ServiceCache
+from webnode.store.batches import COMPLETE, FAILED, IN_PROGRESS, BatchExecution, BatchItem, BatchStore
+
+logger = logging.getLogger(__name__)
+CHANNEL = "batches"
+
+
+def failure_body(message: str) -> bytes:
+    """A record that could not run (compute node unavailable, service deleted): the consume shape."""
+    return orjson.dumps(
+        {
+            "success": False,
+            "errorMessage": message,
+            "outputParameters": {},
+            "outputFiles": {},
+            "consoleOutput": "",
+            "changedFiles": [],
+        }
+    )
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        store: BatchStore,
+        services: ServiceCache,
+        cluster: ComputeCluster,
+        coordinator: Coordinator,
+        *,
+        lease: float,
+        timeout: float,
+    ) -> None:
+        self.store = store
+        self.node = uuid.uuid4().hex
+        self._services = services
+        self._cluster = cluster
+        self._coordinator = coordinator
+        self._lease = lease
+        self._timeout = timeout
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        coordinator.subscribe(CHANNEL, self._on_cancel)
+
+    @property
+    def lease_until(self) -> float:
+        return time.time() + self._lease
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.get_running_loop().create_task(self._lease_loop())
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._running.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._running.clear()
+
+    # ------------------------------------------------------------------ running
+    def run(self, execution: BatchExecution) -> None:
+        """Run a stored execution this node holds the lease of, in the background."""
+        if execution.id in self._running:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(execution))
+        self._running[execution.id] = task
+        task.add_done_callback(lambda _t: self._running.pop(execution.id, None))
+
+    async def _run(self, execution: BatchExecution) -> None:
+        try:
+            await self.store.set_state(execution.id, IN_PROGRESS)
+            pending = await self.store.items(execution.id, pending_only=True)
+            limit = asyncio.Semaphore(max(1, execution.parallel_count))
+            failed = await asyncio.gather(*(self._record(execution, item, limit) for item in pending))
+            if await self.store.find(execution.id) is not None:
+                await self.store.set_state(execution.id, FAILED if any(failed) else COMPLETE)
+        except asyncio.CancelledError:
+            raise
+        except AppError as exc:
+            logger.warning("batch execution %s stopped: %s (another web node will resume it)", execution.id, exc)
+        except Exception:
+            logger.exception("batch execution %s stopped", execution.id)
+
+    async def _record(self, execution: BatchExecution, item: BatchItem, limit: asyncio.Semaphore) -> bool:
+        """Run one record and store its result; True when the service itself is gone."""
+        async with limit:
+            gone = False
+            try:
+                entry = await self._services.get(execution.name, execution.version)
+                result = await self._cluster.execute_service(entry.definition, item.inputs.encode(), self._timeout)
+                body = result_body(result)
+            except NotFound as exc:
+                body, gone = failure_body(exc.message), True
+            except AppError as exc:
+                body = failure_body(exc.message)
+            await self.store.set_result(execution.id, item.index, body.decode())
+            return gone
+
+    # ------------------------------------------------------------------ cancelling
+    async def cancel(self, execution_id: str) -> None:
+        """Stop running `execution_id` on whichever web node runs it (its rows are deleted by the caller)."""
+        self._stop(execution_id)
+        await self._coordinator.publish(CHANNEL, execution_id)
+
+    def _on_cancel(self, message: str) -> None:
+        if message != RESYNC:
+            self._stop(message)
+
+    def _stop(self, execution_id: str) -> None:
+        task = self._running.pop(execution_id, None)
+        if task is not None:
+            task.cancel()
+
+    # ------------------------------------------------------------------ leases
+    async def _lease_loop(self) -> None:
+        while True:
+            try:
+                await self.store.renew(self.node, list(self._running), self.lease_until)
+                for execution in await self.store.claim_orphans(self.node, time.time(), self.lease_until):
+                    logger.info("resuming batch execution %s", execution.id)
+                    self.run(execution)
+            except AppError as exc:
+                logger.warning("batch lease upkeep failed: %s", exc.message)
+            await asyncio.sleep(self._lease / 3)
