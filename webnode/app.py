@@ -17,6 +17,7 @@ from webnode.coord.redis import RedisCoordinator
 from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
 from webnode.middleware import auth_middleware, error_middleware
 from webnode.routes import consume, login, realtime, services, status
+from webnode.routes import batch as batch_routes
 from webnode.routes import swagger as swagger_routes
 from webnode.service_cache import ServiceCache
 from webnode.settings import WebNodeSettings
@@ -136,4 +137,6 @@ def create_app(settings: WebNodeSettings) -> web.Application:
     for module in (login, services, consume, status, realtime):
         app.router.add_routes(module.routes)
     app.router.add_routes(swagger_routes.routes)
+    app.cleanup_ctx.append(batch_routes.batch_ctx)
+    app.router.add_routes(batch_routes.routes)
     return app

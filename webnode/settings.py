@@ -41,6 +41,13 @@ class WebNodeSettings:
     )
     health_interval: float = setting(2.0, "Seconds between health checks of each compute node.")
     compute_streams: int = setting(2, "Long-lived gRPC streams kept open to each compute node.")
+    batch_max_parallel_count: int = setting(
+        100, "Cap on a batch execution's parallelCount: records of one execution running at once."
+    )
+    batch_max_records: int = setting(100_000, "Most records one batch execution may hold (400 above).")
+    batch_lease_seconds: float = setting(
+        15.0, "Seconds after which another web node resumes a batch execution whose web node stopped."
+    )
 
     def validate(self) -> None:
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
