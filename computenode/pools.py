@@ -3,7 +3,14 @@
 A lease prefers an idle shell that already holds the wanted service version (its
 initCode already ran), then any idle shell, then starts a new one while below MaxSize;
 past that the request waits in a bounded queue until `acquire_timeout` (PoolExhausted,
-503 at the web node). Shells that crashed, timed out or reached `max_uses` are replaced.
+503 at the web node). A shell is replaced instead of reused when it crashed, timed out, was
+killed by a cancellation, reached `max_uses`, grew past `memory_ceiling` bytes of RSS, or
+left child processes running; a replacement starts in the background whenever fewer than
+InitialSize shells are idle or starting.
+
+A dedicated pool (one per service version with one) is the same class with a `prepare`
+hook that loads the service into each new shell before it counts as idle, so its shells
+are warm with the service's initCode already run.
 """
 
 from __future__ import annotations
@@ -11,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.errors import PoolExhausted, ShellCrashed
+from computenode.limits import ShellLimits
 from computenode.shells.process import ShellProcess, ShellSpec
 
 logger = logging.getLogger(__name__)
@@ -30,6 +39,8 @@ class PoolConfig:
     queue_limit: int
     max_uses: int
     start_timeout: float
+    memory_ceiling: int = 0  # bytes of RSS after which a shell is recycled; 0 = never
+    limits: ShellLimits = field(default_factory=ShellLimits)
 
 
 @dataclass(frozen=True)
@@ -39,13 +50,20 @@ class PoolFigures:
     active: int
     idle: int
     queued: int
+    initial_size: int = 0
+    recycled: int = 0
+
+
+Prepare = Callable[[ShellProcess], Awaitable[None]]
 
 
 class ShellPool:
-    def __init__(self, spec: ShellSpec, config: PoolConfig, root: Path) -> None:
+    def __init__(self, spec: ShellSpec, config: PoolConfig, root: Path, *, prepare: Prepare | None = None) -> None:
         self.spec = spec
         self.config = config
         self.root = root
+        self._prepare = prepare
+        self._recycled = 0
         self._idle: collections.deque[ShellProcess] = collections.deque()
         self._busy: set[ShellProcess] = set()
         self._starting = 0
@@ -121,12 +139,44 @@ class ShellPool:
     async def release(self, shell: ShellProcess, *, broken: bool = False) -> None:
         self._busy.discard(shell)
         shell.uses += 1
-        if broken or shell.poll() is not None or shell.uses >= self.config.max_uses or self._closed:
+        reason = "closing" if self._closed else self._recycle_reason(shell, broken)
+        if reason:
+            if not self._closed:
+                self._recycled += 1
+                logger.info("replacing %s shell %s: %s", self.spec.runtime, shell.pid, reason)
             await self._discard(shell)
-            if not self._closed and len(self._idle) + self._starting < self.config.initial_size:
-                self._spawn_background()
+            self._replenish()
         else:
             self._idle.append(shell)
+        self._wake_one()
+
+    def _recycle_reason(self, shell: ShellProcess, broken: bool) -> str:
+        if shell.poll() is not None:
+            return "the shell exited"
+        if broken:
+            return "its request failed"
+        if shell.recycle_reason:
+            return shell.recycle_reason
+        if shell.uses >= self.config.max_uses:
+            return f"it served {shell.uses} requests"
+        ceiling = self.config.memory_ceiling
+        if ceiling and (rss := shell.rss()) > ceiling:
+            return f"its memory ({rss >> 20} MB) passed the ceiling ({ceiling >> 20} MB)"
+        return ""
+
+    def _replenish(self) -> None:
+        if not self._closed and len(self._idle) + self._starting < self.config.initial_size:
+            self._spawn_background()
+
+    def resize(self, initial_size: int, max_size: int) -> None:
+        """Change the sizes: start shells up to the new initial size; idle shells above max close."""
+        self.config = dataclasses.replace(self.config, initial_size=initial_size, max_size=max_size)
+        while self._idle and self._size() > max_size:
+            self._forget(self._idle.popleft())
+        for _ in range(max(0, initial_size - len(self._idle) - self._starting)):
+            if self._size() >= max_size:
+                break
+            self._spawn_background()
         self._wake_one()
 
     # ------------------------------------------------------------------ figures
@@ -137,6 +187,8 @@ class ShellPool:
             active=len(self._busy),
             idle=len(self._idle),
             queued=len(self._waiters),
+            initial_size=self.config.initial_size,
+            recycled=self._recycled,
         )
 
     # ------------------------------------------------------------------ internals
@@ -158,9 +210,11 @@ class ShellPool:
         return None
 
     async def _new_shell(self) -> ShellProcess:
-        shell = ShellProcess(self.spec, self.root)
+        shell = ShellProcess(self.spec, self.root, self.config.limits)
         try:
             await shell.start(self.config.start_timeout)
+            if self._prepare is not None:
+                await self._prepare(shell)
         except BaseException as exc:
             await self._discard(shell)
             if isinstance(exc, ShellCrashed | OSError):
@@ -169,12 +223,15 @@ class ShellPool:
         return shell
 
     def _spawn_background(self) -> None:
+        # Counted as starting from now on, so a concurrent acquire does not start one more.
+        self._starting += 1
+
         async def spawn() -> None:
-            self._starting += 1
             try:
                 shell = await self._new_shell()
             except Exception as exc:
                 logger.warning("could not start a %s shell: %s", self.spec.runtime, exc)
+                self._wake_one()  # a waiter may start one itself
                 return
             finally:
                 self._starting -= 1

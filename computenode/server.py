@@ -12,9 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from common.pb import compute_pb2_grpc as pb_grpc
-from common.pb import realtime_pb2_grpc
+from common.pb import pools_pb2_grpc, realtime_pb2_grpc
+from computenode.dedicated_pools import DedicatedPools
 from computenode.interceptors import ErrorInterceptor
+from computenode.limits import shell_limits
 from computenode.pools import PoolConfig, ShellPool
+from computenode.pools_servicer import PoolsServicer
 from computenode.realtime import RealtimeModels
 from computenode.realtime_servicer import RealtimeServicer
 from computenode.runtimes import r_unavailable_reason
@@ -34,6 +37,7 @@ class ComputeNode:
     pools: dict[str, ShellPool]
     health: health_aio.HealthServicer
     realtime: RealtimeModels | None = None
+    dedicated: DedicatedPools | None = None
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
@@ -41,6 +45,8 @@ class ComputeNode:
         if self.realtime is not None:
             await self.realtime.close()
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
+        if self.dedicated is not None:
+            await self.dedicated.close()
 
 
 def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
@@ -51,6 +57,8 @@ def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
         queue_limit=settings.shell_queue_limit,
         max_uses=settings.shell_max_uses,
         start_timeout=settings.shell_start_timeout,
+        memory_ceiling=settings.shell_memory_ceiling_mb << 20,
+        limits=shell_limits(settings),
     )
 
 
@@ -107,7 +115,13 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     if port == 0:
         raise OSError(f"cannot bind the compute node to {settings.compute_host}:{settings.compute_port}")
     node_id = settings.node_id or f"{settings.compute_host}:{port}"
-    registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout)
+    dedicated = DedicatedPools(
+        specs,
+        {name: _pool_config(settings, name) for name in specs},
+        shells_root,
+        load_timeout=settings.execution_timeout,
+    )
+    registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout, dedicated=dedicated)
     realtime = _realtime_models(settings, shells_root)
     servicer = ComputeServicer(
         node_id=node_id,
@@ -119,6 +133,7 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     )
     pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]
+    pools_pb2_grpc.add_PoolsServicer_to_server(PoolsServicer(dedicated), server)  # type: ignore[no-untyped-call]
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for pool in pools.values():
@@ -128,4 +143,6 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     logger.info("compute node %s serving on port %d (runtimes: %s)", node_id, port, ", ".join(pools))
-    return ComputeNode(server=server, port=port, pools=pools, health=health_servicer, realtime=realtime)
+    return ComputeNode(
+        server=server, port=port, pools=pools, health=health_servicer, realtime=realtime, dedicated=dedicated
+    )

@@ -136,4 +136,5 @@ class ComputeServicer(pb_grpc.ComputeServicer):
             pools=pools,
             loaded_services=len(self._registry),
             log_path=self._log_path,
+            service_pools=[state.figures for state in self._registry.dedicated.states()],
         )

@@ -1,18 +1,25 @@
-"""Service versions loaded on this compute node, and their execution in pooled shells."""
+"""Service versions loaded on this compute node, and their execution in pooled shells.
+
+A service version with a dedicated pool (computenode/dedicated_pools.py) runs only in the
+shells of that pool; every other one runs in the generic pool of its runtime. Either way
+the shell gets a fresh copy of the post-initCode namespace and its working directory back
+as it was after initCode (python_child.py), so nothing leaks between requests or users.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.errors import InvalidInput, ServiceNotLoaded, ShellCrashed, Unavailable
 from common.pb import compute_pb2 as pb
+from computenode.dedicated_pools import RUNTIME_NAMES, DedicatedPools, load_header, service_id
 from computenode.pools import ShellPool
 from computenode.shells.process import ShellProcess
 
 logger = logging.getLogger(__name__)
-
-RUNTIME_NAMES = {pb.PYTHON: "python", pb.R: "r"}
+__all__ = ["RUNTIME_NAMES", "LoadedService", "ServiceRegistry"]
 
 
 @dataclass(frozen=True)
@@ -21,27 +28,19 @@ class LoadedService:
     runtime: str
 
     def load_header(self) -> dict[str, object]:
-        d = self.definition
-        return {
-            "op": "load",
-            "service": {
-                "key": d.key,
-                "code": d.code,
-                "init_code": d.init_code,
-                "inputs": [[p.name, p.type] for p in d.inputs],
-                "outputs": [[p.name, p.type] for p in d.outputs],
-                "output_files": list(d.output_file_names),
-            },
-        }
+        return load_header(self.definition)
 
 
 class ServiceRegistry:
     """Definitions by key; executes them in a shell of the right pool."""
 
-    def __init__(self, pools: dict[str, ShellPool], *, execution_timeout: float) -> None:
+    def __init__(
+        self, pools: dict[str, ShellPool], *, execution_timeout: float, dedicated: DedicatedPools | None = None
+    ) -> None:
         self._pools = pools
         self._services: dict[str, LoadedService] = {}
         self._execution_timeout = execution_timeout
+        self.dedicated = dedicated or DedicatedPools({}, {}, Path("."), load_timeout=execution_timeout)
 
     def __len__(self) -> int:
         return len(self._services)
@@ -53,6 +52,7 @@ class ServiceRegistry:
         if runtime not in self._pools:
             raise Unavailable(f"the {runtime} runtime is not available on this compute node")
         self._services[definition.key] = LoadedService(definition, runtime)
+        self.dedicated.update_definition(definition)
 
     def unload(self, key: str) -> None:
         self._services.pop(key, None)
@@ -61,7 +61,8 @@ class ServiceRegistry:
         service = self._services.get(request.service_key)
         if service is None:
             raise ServiceNotLoaded(f"service {request.service_key} is not loaded")
-        pool = self._pools[service.runtime]
+        dedicated = self.dedicated.get(service_id(service.definition.key))
+        pool = dedicated.pool if dedicated is not None else self._pools[service.runtime]
         async with pool.lease(service.definition.key) as shell:
             if shell.loaded_key != service.definition.key:
                 failure = await self._prepare(shell, service)

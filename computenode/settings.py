@@ -26,6 +26,19 @@ class ComputeNodeSettings:
     shell_max_uses: int = setting(10000, "A shell is replaced after this many requests.")
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
     execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")
+    shell_memory_ceiling_mb: int = setting(
+        0, "A shell whose resident memory passes this many MB after a request is replaced (0: never)."
+    )
+    shell_memory_limit_mb: int = setting(
+        0, "Address-space limit (RLIMIT_AS) of each shell in MB; allocations past it fail (0: unlimited)."
+    )
+    shell_cpu_limit_seconds: int = setting(
+        0, "CPU-time limit (RLIMIT_CPU) of each shell over its life, in seconds; then it is killed (0: unlimited)."
+    )
+    shell_open_files_limit: int = setting(0, "Open-file limit (RLIMIT_NOFILE) of each shell (0: inherited).")
+    shell_run_as_user: str = setting(
+        "", "Run shells as this unprivileged OS user (the compute node must run as root); empty: as the node's user."
+    )
     node_id: str = setting("", "Name reported in /status; empty means host:port.")
     realtime_batch_max_size: int = setting(
         64, "Most rows one call of a realtime (ONNX) model scores when concurrent requests are batched; 1 disables."

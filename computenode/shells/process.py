@@ -1,13 +1,19 @@
 """A shell child process, seen from the compute node: a Popen-shaped lifecycle plus framed requests.
 
-Each shell runs in its own process group (signals reach its children too), talks over a
-socketpair, and answers one request at a time. Shutdown escalates: close the socket
-(the child exits), wait, SIGTERM the group, wait, SIGKILL the group.
+Each shell runs in its own process group (signals reach its children too), with its
+resource limits and OS user (computenode/limits.py), in a private (0700) working directory,
+talks over a socketpair, and answers one request at a time. Shutdown escalates: close the
+socket (the child exits), wait, SIGTERM the group, wait, SIGKILL the group.
+
+`cancel()` is the cancellation primitive: SIGINT to the shell's group (KeyboardInterrupt
+in Python, an interrupt in R), and if the running request has not answered after a grace
+period, the shell is killed (the request then fails with ShellCrashed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ShellCrashed, Timeout
+from computenode.limits import ShellLimits
 from computenode.shells import protocol
 
 logger = logging.getLogger(__name__)
@@ -43,22 +50,34 @@ R = ShellSpec("r", "computenode.shells.r_child")
 class ShellProcess:
     """One running shell. Not safe for concurrent requests: the pool leases it to one caller."""
 
-    def __init__(self, spec: ShellSpec, root: Path) -> None:
+    def __init__(self, spec: ShellSpec, root: Path, limits: ShellLimits | None = None) -> None:
         self.spec = spec
         self.id = next(_ids)
         self.root = root / f"{spec.runtime}-{os.getpid()}-{self.id}"
+        self.limits = limits or ShellLimits()
         self.loaded_key: str | None = None
         self.uses = 0
+        # Set when the shell must not serve another request (stray child processes, ...).
+        self.recycle_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._cancelled = False
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
     async def start(self, timeout: float) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)  # mkdir's mode is masked by the umask
+        run_as = self.limits.run_as
+        user_args: dict[str, Any] = {}
+        if run_as is not None:
+            os.chown(self.root, run_as.uid, run_as.gid)
+            user_args = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = await asyncio.create_subprocess_exec(
@@ -67,6 +86,8 @@ class ShellProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=str(self.root),
+                preexec_fn=self.limits.preexec(),
+                **user_args,
             )
         finally:
             child.close()
@@ -78,22 +99,65 @@ class ShellProcess:
     def poll(self) -> int | None:
         return None if self._proc is None else self._proc.returncode
 
+    def rss(self) -> int:
+        """Resident memory of the shell process in bytes (0 when it cannot be read)."""
+        if self._proc is None:
+            return 0
+        try:
+            with open(f"/proc/{self._proc.pid}/statm", "rb") as f:
+                return int(f.read().split()[1]) * _PAGE_SIZE
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    @property
+    def busy(self) -> bool:
+        return not self._idle.is_set()
+
     async def request(
         self, header: dict[str, Any], *blobs: bytes, timeout: float | None = None
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Send one frame and wait for the reply; ShellCrashed if the child dies, Timeout after `timeout`."""
         if self._writer is None or self._reader is None:
             raise ShellCrashed("shell is not running")
+        self._idle.clear()
         try:
             self._writer.write(protocol.encode(header, *blobs))
             await self._writer.drain()
-            return await asyncio.wait_for(protocol.read_frame(self._reader), timeout)
+            reply = await asyncio.wait_for(protocol.read_frame(self._reader), timeout)
         except TimeoutError:
             await self.kill()
             raise Timeout(f"execution did not finish within {timeout:g} seconds; the shell was replaced") from None
         except (protocol.ProtocolError, ConnectionError, OSError):
             code = await self._reap()
+            if self._cancelled:
+                raise ShellCrashed(
+                    "the execution was cancelled and did not stop in time; the shell was killed"
+                ) from None
             raise ShellCrashed(f"the {self.spec.runtime} shell exited unexpectedly ({_describe(code)})") from None
+        finally:
+            self._idle.set()
+        if reply[0].get("strays"):
+            self.recycle_reason = f"user code left {reply[0]['strays']} child process(es) running"
+        return reply
+
+    async def cancel(self, grace: float = 1.0) -> bool:
+        """Interrupt the running request; kill the shell if it has not answered within `grace` s.
+
+        Returns True when the shell survived (the interrupted request answers normally,
+        e.g. success false with "execution interrupted"), False when it was killed (the
+        request fails with ShellCrashed; a pool replaces the shell on release). A shell that
+        is not running a request is left alone.
+        """
+        if not self.busy or self.poll() is not None:
+            return self.poll() is None
+        self.interrupt()
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace)
+        except TimeoutError:
+            self._cancelled = True
+            await self.kill()
+            return False
+        return self.poll() is None
 
     def send_signal(self, signum: int) -> None:
         if self._proc is None or self._proc.returncode is not None:
@@ -140,14 +204,18 @@ class ShellProcess:
         if not await self._wait(1.0):
             self.send_signal(signal.SIGKILL)
             await self._wait(5.0)
-        # The process group may still hold runaway children.
-        self.send_signal(signal.SIGKILL)
+        # The process group may still hold runaway children, also once the shell itself is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
         return self._proc.returncode
 
     def cleanup(self) -> None:
         import shutil
 
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _describe(code: int | None) -> str:

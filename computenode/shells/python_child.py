@@ -123,6 +123,9 @@ class PythonShell:
         console = io.StringIO()
         before = service.files  # restored after every request that changed files
         ok, error = self._run(service.code, namespace, console)
+        with contextlib.suppress(OSError):
+            if os.getcwd() != self.root:
+                os.chdir(self.root)  # the next request starts in the working directory again
         after = workdir.listing(self.root)
         changed = workdir.changed(before, after)
         outputs: dict[str, Any] = {}
@@ -143,6 +146,7 @@ class PythonShell:
             "console": console.getvalue(),
             "changed": changed,
             "files": [[name, content is not None] for name, content in files],
+            "strays": _live_children(),
         }
         try:
             out = values.dumps(outputs) if ok else b"{}"
@@ -174,6 +178,17 @@ class PythonShell:
             finally:
                 self.executing = False
                 sys.stdout.flush()
+
+
+def _live_children() -> int:
+    """Reap finished child processes; return how many are still running (the node then recycles us)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return 1
 
 
 def _rss_bytes() -> int:

@@ -1,0 +1,435 @@
+"""Shell robustness through the HTTP API and on real shell processes.
+
+User code that segfaults, exits, loops forever, exhausts memory or forks a runaway child
+gets a clean JSON answer, the pool replaces the shell, the next request works and other
+requests are unaffected. Requests wait for a busy pool, then fail 503. Shells are reset
+between requests, isolated (0700 working directory, rlimits, optional OS user) and can be
+cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import resource
+import signal
+import stat
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from common.errors import PoolExhausted, ShellCrashed
+from common.settings import SettingsError
+from computenode.limits import ShellLimits, resolve_user
+from computenode.pools import PoolConfig, ShellPool
+from computenode.shells.process import PYTHON, ShellProcess
+from tests.support import WebNode, start_compute_node, start_web_node, unique, wait_until
+from tests.test_services import expect_error
+
+EXECUTION_TIMEOUT = 4.0
+ACQUIRE_TIMEOUT = 1.5
+MEMORY_LIMIT_MB = 1024
+CEILING_MB = 300
+
+
+def service(code: str, outputs: dict[str, str] | None = None, inputs: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "code": code,
+        "runtimeType": "Python",
+        "inputParameterDefinitions": [{"name": k, "type": v} for k, v in (inputs or {}).items()],
+        "outputParameterDefinitions": [{"name": k, "type": v} for k, v in (outputs or {}).items()],
+    }
+
+
+@pytest.fixture(scope="module")
+async def node(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WebNode]:
+    """A one-box web node over its own compute node: 2 Python shells, short timeouts, limits."""
+    workdir = tmp_path_factory.mktemp("crashes")
+    compute, uri = await start_compute_node(
+        workdir / "compute",
+        O16N_R_ENABLED="false",
+        O16N_PYTHON_POOL_INITIAL_SIZE="2",
+        O16N_PYTHON_POOL_MAX_SIZE="2",
+        O16N_SHELL_ACQUIRE_TIMEOUT=str(ACQUIRE_TIMEOUT),
+        O16N_EXECUTION_TIMEOUT=str(EXECUTION_TIMEOUT),
+        O16N_SHELL_MEMORY_LIMIT_MB=str(MEMORY_LIMIT_MB),
+        O16N_SHELL_MEMORY_CEILING_MB=str(CEILING_MB),
+        O16N_SHELL_OPEN_FILES_LIMIT="256",
+    )
+    web = await start_web_node(workdir / "web", [uri])
+    yield web
+    web.process.stop()
+    compute.stop()
+
+
+@pytest.fixture(scope="module")
+async def headers(node: WebNode) -> dict[str, str]:
+    async with aiohttp.ClientSession() as http:
+        return await node.headers(http)
+
+
+async def publish(http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], definition: Any) -> str:
+    name = unique("crash")
+    async with http.post(f"{node.url}/services/{name}/1.0", json=definition, headers=headers) as resp:
+        assert resp.status == 201, await resp.text()
+    return name
+
+
+async def call(
+    http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], name: str, body: Any = None
+) -> tuple[int, dict[str, Any]]:
+    async with http.post(f"{node.url}/api/{name}/1.0", json=body or {}, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.fixture(scope="module")
+async def pid_service(node: WebNode, headers: dict[str, str]) -> str:
+    """A service answering with its shell's pid: proves the next request works, and in which shell."""
+    async with aiohttp.ClientSession() as http:
+        return await publish(http, node, headers, service("import os\npid = os.getpid()", {"pid": "integer"}))
+
+
+async def next_request_works(http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], name: str) -> int:
+    status, body = await call(http, node, headers, name)
+    assert status == 200 and body["success"], body
+    return int(body["outputParameters"]["pid"])
+
+
+async def shells_alive(http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], count: int) -> None:
+    async def ready() -> bool:
+        async with http.get(f"{node.url}/status", headers=headers) as resp:
+            (backend,) = (await resp.json())["components"]["backends"]["components"].values()
+        return bool(backend["details"]["pythonIdleShellCount"] == count)
+
+    await wait_until(ready, timeout=30, what=f"{count} idle shells")
+
+
+# ---------------------------------------------------------------- crashes through the HTTP API
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("import ctypes\nctypes.string_at(0)", "killed by SIGSEGV"),
+        ("import os\nos._exit(3)", "exit code 3"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "killed by SIGKILL"),
+    ],
+    ids=["segfault", "os._exit", "sigkill"],
+)
+async def test_a_dying_shell_gives_500_json_and_is_replaced(
+    node: WebNode, headers: dict[str, str], pid_service: str, code: str, says: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        name = await publish(http, node, headers, service(code))
+        async with http.post(f"{node.url}/api/{name}/1.0", json={}, headers=headers) as resp:
+            body = await expect_error(resp, 500)
+        assert body["error"] == "shell_crashed" and says in body["message"], body
+        await next_request_works(http, node, headers, pid_service)
+        await shells_alive(http, node, headers, 2)  # the pool is back to its initial size
+
+
+async def test_endless_loop_gets_504_within_the_time_limit(
+    node: WebNode, headers: dict[str, str], pid_service: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        name = await publish(http, node, headers, service("while True:\n    pass"))
+        started = time.monotonic()
+        async with http.post(f"{node.url}/api/{name}/1.0", json={}, headers=headers) as resp:
+            body = await expect_error(resp, 504)
+        elapsed = time.monotonic() - started
+        assert body["error"] == "timeout" and "replaced" in body["message"]
+        assert EXECUTION_TIMEOUT <= elapsed < EXECUTION_TIMEOUT + 3, elapsed
+        await next_request_works(http, node, headers, pid_service)
+
+
+async def test_memory_exhaustion_is_a_user_error(node: WebNode, headers: dict[str, str], pid_service: str) -> None:
+    """RLIMIT_AS makes the allocation fail inside the shell: success false, and the shell lives on."""
+    async with aiohttp.ClientSession() as http:
+        name = await publish(http, node, headers, service(f"hog = bytearray({2 * MEMORY_LIMIT_MB} * 1024 * 1024)"))
+        status, body = await call(http, node, headers, name)
+        assert status == 200 and body["success"] is False
+        assert body["errorMessage"].startswith("MemoryError")
+        await next_request_works(http, node, headers, pid_service)
+
+
+async def test_a_shell_past_the_memory_ceiling_is_recycled(node: WebNode, headers: dict[str, str]) -> None:
+    code = (
+        f"import os, sys\nsys.hog = b'x' * ({CEILING_MB} + 50) * 1024 * 1024  # survives the request\npid = os.getpid()"
+    )
+    async with aiohttp.ClientSession() as http:
+        name = await publish(http, node, headers, service(code, {"pid": "integer"}))
+        status, body = await call(http, node, headers, name)
+        assert status == 200 and body["success"], body
+        fat = body["outputParameters"]["pid"]
+        await wait_until(lambda: _gone(fat), timeout=10, what="the fat shell to exit")
+
+
+async def test_a_forked_runaway_child_dies_with_its_shell(node: WebNode, headers: dict[str, str]) -> None:
+    code = "import os, time\nchild = os.fork()\nif child == 0:\n    while True:\n        time.sleep(0.05)\n"
+    async with aiohttp.ClientSession() as http:
+        name = await publish(http, node, headers, service(code, {"child": "integer"}))
+        status, body = await call(http, node, headers, name)
+        assert status == 200 and body["success"], body
+        child = body["outputParameters"]["child"]
+        assert child > 0
+        await wait_until(lambda: _gone(child), timeout=10, what="the runaway child to be killed")
+
+
+async def test_a_crash_leaves_concurrent_requests_alone(
+    node: WebNode, headers: dict[str, str], pid_service: str
+) -> None:
+    async with aiohttp.ClientSession() as http:
+        await shells_alive(http, node, headers, 2)
+        slow = await publish(
+            http,
+            node,
+            headers,
+            service("import time\ntime.sleep(1)\nresult = x * 2", {"result": "numeric"}, {"x": "numeric"}),
+        )
+        crash = await publish(http, node, headers, service("import ctypes\nctypes.string_at(0)"))
+        (status_ok, ok), (status_crash, _) = await asyncio.gather(
+            call(http, node, headers, slow, {"x": 21}), call(http, node, headers, crash)
+        )
+        assert status_ok == 200 and ok["outputParameters"] == {"result": 42}, ok
+        assert status_crash == 500
+        await next_request_works(http, node, headers, pid_service)
+
+
+# ---------------------------------------------------------------- pool exhaustion
+
+
+async def test_requests_queue_for_a_busy_pool_then_fail_503(node: WebNode, headers: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as http:
+        await shells_alive(http, node, headers, 2)
+        short = await publish(
+            http, node, headers, service("import time\ntime.sleep(0.5)\ndone = True", {"done": "logical"})
+        )
+        # Three requests, two shells: the third waits in the queue and runs when one frees.
+        replies = await asyncio.gather(*(call(http, node, headers, short) for _ in range(3)))
+        assert [status for status, _ in replies] == [200, 200, 200], replies
+        assert all(body["outputParameters"] == {"done": True} for _, body in replies)
+
+        long = await publish(http, node, headers, service("import time\ntime.sleep(3)"))
+        started = time.monotonic()
+        first, second, third = await asyncio.gather(*(_timed_call(http, node, headers, long) for _ in range(3)))
+        statuses = sorted(status for status, _, _ in (first, second, third))
+        assert statuses == [200, 200, 503], (first, second, third)
+        _, body, elapsed = next(r for r in (first, second, third) if r[0] == 503)
+        assert body["error"] == "pool_exhausted" and "busy" in body["message"], body
+        assert ACQUIRE_TIMEOUT <= elapsed < ACQUIRE_TIMEOUT + 1.5, elapsed
+        assert time.monotonic() - started < 3 + 2
+
+
+async def _timed_call(
+    http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], name: str
+) -> tuple[int, dict[str, Any], float]:
+    started = time.monotonic()
+    status, body = await call(http, node, headers, name)
+    return status, body, time.monotonic() - started
+
+
+# ---------------------------------------------------------------- reset and isolation
+
+
+async def test_nothing_leaks_between_requests(node: WebNode, headers: dict[str, str]) -> None:
+    code = """import os
+pid = os.getpid()
+cwd = os.getcwd()
+seen = ('leaked' in globals(), os.path.exists('leak.txt'), os.path.exists('sub'))
+leaked = 1
+open('leak.txt', 'w').write('secret')
+os.makedirs('sub/dir', exist_ok=True)
+open('sub/dir/f.txt', 'w').write('x')
+os.chdir('/tmp')
+saw_leak = any(seen)
+"""
+    async with aiohttp.ClientSession() as http:
+        await shells_alive(http, node, headers, 2)
+        name = await publish(
+            http, node, headers, service(code, {"pid": "integer", "cwd": "character", "saw_leak": "logical"})
+        )
+        results = [(await call(http, node, headers, name))[1] for _ in range(4)]
+    assert all(r["success"] for r in results), results
+    outputs = [r["outputParameters"] for r in results]
+    assert len({o["pid"] for o in outputs}) < len(outputs), "the requests never shared a shell"
+    assert not any(o["saw_leak"] for o in outputs), outputs
+    assert len({o["cwd"] for o in outputs if o["pid"] == outputs[0]["pid"]}) == 1
+    assert all(o["cwd"] != "/tmp" for o in outputs)
+    assert sorted(results[0]["changedFiles"]) == ["leak.txt", "sub/dir/f.txt"]
+
+
+async def test_shells_are_isolated_and_limited(node: WebNode, headers: dict[str, str]) -> None:
+    code = """import os, resource, stat
+mode = oct(stat.S_IMODE(os.stat('.').st_mode))
+limits = [resource.getrlimit(r)[0] for r in (resource.RLIMIT_AS, resource.RLIMIT_NOFILE, resource.RLIMIT_CPU)]
+group = os.getpgrp() == os.getpid()
+"""
+    async with aiohttp.ClientSession() as http:
+        name = await publish(
+            http, node, headers, service(code, {"mode": "character", "limits": "vector", "group": "logical"})
+        )
+        status, body = await call(http, node, headers, name)
+    assert status == 200 and body["success"], body
+    out = body["outputParameters"]
+    assert out["mode"] == "0o700"
+    assert out["limits"] == [MEMORY_LIMIT_MB << 20, 256, resource.RLIM_INFINITY]
+    assert out["group"] is True
+
+
+# ---------------------------------------------------------------- real shells, driven directly
+
+
+@pytest.fixture
+async def shell(tmp_path: Path) -> AsyncIterator[ShellProcess]:
+    proc = ShellProcess(PYTHON, tmp_path)
+    await proc.start(60)
+    yield proc
+    await proc.terminate(grace=1)
+    proc.cleanup()
+
+
+async def _load(shell: ShellProcess, code: str) -> None:
+    header, _ = await shell.request(
+        {
+            "op": "load",
+            "service": {"key": "s/1@1", "code": code, "init_code": "", "inputs": [], "outputs": [], "output_files": []},
+        },
+        timeout=30,
+    )
+    assert header["ok"], header
+
+
+async def test_cancel_interrupts_within_a_second_and_keeps_the_shell(shell: ShellProcess) -> None:
+    await _load(shell, "while True:\n    pass")
+    running = asyncio.get_running_loop().create_task(
+        shell.request({"op": "execute", "key": "s/1@1"}, b"{}", timeout=30)
+    )
+    await wait_until(_true_when(lambda: shell.busy), timeout=5, what="the execution to start")
+    started = time.monotonic()
+    assert await shell.cancel(grace=1.0) is True
+    header, _ = await running
+    assert time.monotonic() - started < 1.0
+    assert header["success"] is False and header["error"] == "execution interrupted"
+    reply, _ = await shell.request({"op": "ping"}, timeout=5)
+    assert reply["ok"] and shell.poll() is None
+
+
+async def test_cancel_kills_a_shell_that_ignores_the_interrupt(shell: ShellProcess) -> None:
+    await _load(shell, "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+    running = asyncio.get_running_loop().create_task(
+        shell.request({"op": "execute", "key": "s/1@1"}, b"{}", timeout=30)
+    )
+    await wait_until(_true_when(lambda: shell.busy), timeout=5, what="the execution to start")
+    started = time.monotonic()
+    assert await shell.cancel(grace=0.5) is False
+    with pytest.raises(ShellCrashed, match="cancelled"):
+        await running
+    assert time.monotonic() - started < 3
+    assert shell.poll() == -signal.SIGKILL
+
+
+def _pool(tmp_path: Path, **changes: Any) -> ShellPool:
+    config = PoolConfig(
+        initial_size=1, max_size=1, acquire_timeout=0.5, queue_limit=10, max_uses=1000, start_timeout=60
+    )
+    return ShellPool(PYTHON, PoolConfig(**{**config.__dict__, **changes}), tmp_path)
+
+
+async def test_pool_recycles_after_max_uses_and_times_out_when_busy(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, max_uses=2)
+    await pool.start()
+    try:
+        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="a warm shell")
+        first = await pool.acquire()
+        with pytest.raises(PoolExhausted, match="busy"):
+            await pool.acquire()
+        assert pool.figures().active == 1
+        await pool.release(first)
+        again = await pool.acquire()
+        assert again is first
+        await pool.release(again)  # second use: replaced
+        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="the replacement")
+        third = await pool.acquire()
+        assert third is not first and first.poll() is not None
+        assert pool.figures().recycled == 1
+        await pool.release(third)
+    finally:
+        await pool.close()
+
+
+async def test_a_queued_request_gets_the_shell_released_before_its_timeout(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, acquire_timeout=5)
+    await pool.start()
+    try:
+        held = await pool.acquire()
+        waiting = asyncio.get_running_loop().create_task(pool.acquire())
+        await wait_until(_true_when(lambda: pool.figures().queued == 1), timeout=5, what="a queued request")
+        await pool.release(held)
+        assert await asyncio.wait_for(waiting, 2) is held
+        await pool.release(held)
+    finally:
+        await pool.close()
+
+
+async def test_run_as_user_is_checked_and_applied(tmp_path: Path) -> None:
+    """Shells as `nobody`: the user is resolved at start, the working directory is handed to it.
+
+    On this machine the interpreter lives under /root (0700), so `nobody` cannot exec it:
+    the shell fails to start with a clear error instead of running as root.
+    """
+    assert os.geteuid() == 0, "the test suite runs as root, which running shells as another user needs"
+    with pytest.raises(SettingsError, match="no such user"):
+        resolve_user("no-such-user-o16n")
+    with pytest.raises(SettingsError, match="unprivileged"):
+        resolve_user("root")
+    nobody = pwd.getpwuid(65534).pw_name
+    pool = _pool(tmp_path, initial_size=0, limits=ShellLimits(run_as=resolve_user(nobody)))
+    try:
+        shell = await pool.acquire()
+    except ShellCrashed as exc:
+        assert "Permission denied" in exc.message, exc.message
+    else:
+        # An interpreter nobody may run: the shell really is nobody's.
+        header, _ = await shell.request({"op": "ping"}, timeout=10)
+        assert _uid(header["pid"]) == 65534 and shell.root.stat().st_uid == 65534
+        assert stat.S_IMODE(shell.root.stat().st_mode) == 0o700
+        await pool.release(shell)
+    finally:
+        await pool.close()
+
+
+def _uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(line for line in f if line.startswith("Uid:"))
+    return int(line.split()[1])
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
+def _true_when(check: Any) -> Any:
+    async def predicate() -> bool:
+        return bool(check())
+
+    return predicate
