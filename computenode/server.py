@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
 from common.pb import compute_pb2_grpc as pb_grpc
-from common.pb import pools_pb2_grpc, realtime_pb2_grpc
+from common.pb import pools_pb2_grpc, realtime_pb2_grpc, sessions_pb2_grpc
 from computenode.dedicated_pools import DedicatedPools
 from computenode.interceptors import ErrorInterceptor
 from computenode.limits import shell_limits
@@ -23,6 +23,8 @@ from computenode.realtime_servicer import RealtimeServicer
 from computenode.runtimes import r_unavailable_reason
 from computenode.servicer import ComputeServicer
 from computenode.services import ServiceRegistry
+from computenode.sessions import SessionRegistry
+from computenode.sessions_servicer import SessionsServicer
 from computenode.settings import ComputeNodeSettings
 from computenode.shells.process import PYTHON, R, ShellSpec
 
@@ -133,6 +135,14 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     )
     pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]
+    sessions = SessionRegistry(
+        pools,
+        root=(settings.data_dir / "sessions").resolve(),
+        cache_dir=(settings.data_dir / "snapshot-cache").resolve(),
+        cache_bytes=settings.snapshot_cache_bytes,
+    )
+    sessions.start()
+    sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsServicer(sessions), server)  # type: ignore[no-untyped-call]
     pools_pb2_grpc.add_PoolsServicer_to_server(PoolsServicer(dedicated), server)  # type: ignore[no-untyped-call]
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

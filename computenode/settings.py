@@ -26,6 +26,9 @@ class ComputeNodeSettings:
     shell_max_uses: int = setting(10000, "A shell is replaced after this many requests.")
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
     execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")
+    snapshot_cache_bytes: int = setting(
+        4 * 1024**3, "Bytes of snapshot zips a compute node keeps cached by id (least recently used evicted)."
+    )
     shell_memory_ceiling_mb: int = setting(
         0, "A shell whose resident memory passes this many MB after a request is replaced (0: never)."
     )

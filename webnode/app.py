@@ -17,6 +17,8 @@ from webnode.coord.redis import RedisCoordinator
 from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
 from webnode.middleware import auth_middleware, error_middleware
 from webnode.routes import consume, login, realtime, services, status
+from webnode.routes import sessions as sessions_routes
+from webnode.routes import snapshots as snapshots_routes
 from webnode.routes import batch as batch_routes
 from webnode.routes import swagger as swagger_routes
 from webnode.service_cache import ServiceCache
@@ -134,8 +136,11 @@ def create_app(settings: WebNodeSettings) -> web.Application:
     app[settings_key] = settings
     app.cleanup_ctx.extend([_store_ctx, _coordination_ctx, _tokens_ctx, _services_ctx, _cluster_ctx])
     app.cleanup_ctx.append(realtime.realtime_ctx)
+    app.cleanup_ctx.append(sessions_routes.sessions_ctx)
     for module in (login, services, consume, status, realtime):
         app.router.add_routes(module.routes)
+    app.router.add_routes(sessions_routes.routes)
+    app.router.add_routes(snapshots_routes.routes)
     app.router.add_routes(swagger_routes.routes)
     app.cleanup_ctx.append(batch_routes.batch_ctx)
     app.router.add_routes(batch_routes.routes)

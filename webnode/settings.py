@@ -48,6 +48,15 @@ class WebNodeSettings:
     batch_lease_seconds: float = setting(
         15.0, "Seconds after which another web node resumes a batch execution whose web node stopped."
     )
+    session_idle_timeout: float = setting(
+        3600.0, "Seconds a remote session may stay without calls before its compute node closes it (0 = never)."
+    )
+    session_sweep_interval: float = setting(
+        10.0, "Seconds between checks that remove records of sessions their compute node closed."
+    )
+    session_upload_limit: int = setting(
+        2 * 1024**3, "Largest file or workspace object uploaded into a session, in bytes (413 above)."
+    )
 
     def validate(self) -> None:
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):

@@ -8,6 +8,9 @@ framed requests (computenode/shells/protocol.py) one at a time:
 - `execute`: run the loaded service's code in a fresh copy of the base namespace with the
   inputs bound, and return outputs, console output, changed files and output files;
 - `unload`: drop the service and restore the working directory; `ping`.
+- `session_*`: a remote session (computenode/sessions.py): one persistent namespace, code
+  executed into it with its console copied to a file while it runs, workspace objects
+  as dill, and the whole workspace saved to / merged from a file for snapshots.
 
 SIGINT interrupts a running execution (KeyboardInterrupt) and is ignored otherwise.
 """
@@ -49,6 +52,8 @@ class PythonShell:
         self.sock = sock
         self.root = root
         self.service: LoadedService | None = None
+        self.session: dict[str, Any] | None = None
+        self.console_path = ""
         self.executing = False
         signal.signal(signal.SIGINT, self._on_sigint)
 
@@ -155,6 +160,113 @@ class PythonShell:
             out = b"{}"
         return reply, [out, *(content or b"" for _, content in files)]
 
+    # ------------------------------------------------------------------ session ops
+    def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        self.service = None
+        self.session = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.console_path = str(header["console_path"])
+        return {"ok": True}, []
+
+    def op_session_execute(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        namespace = self.session
+        if namespace is None:
+            return {"ok": False, "error": "no session is open in this shell"}, []
+        try:
+            inputs = values.loads(blobs[0]) if blobs and blobs[0] else []
+        except ValueError as exc:
+            return self._failure(f"inputParameters are not valid JSON: {exc}"), [b"[]"]
+        for item in inputs:
+            namespace[str(item["name"])] = item.get("value")
+        console = _TeeConsole(self.console_path)
+        before = workdir.listing(self.root)
+        try:
+            ok, error = self._run(str(header["code"]), namespace, console, "<session>")
+        finally:
+            console.close_file()
+        outputs = [{"name": name, "value": _to_json(namespace.get(name))} for name in header.get("outputs", [])]
+        reply = {
+            "ok": True,
+            "success": ok,
+            "error": error,
+            "console": console.getvalue(),
+            "changed": workdir.changed(before, workdir.listing(self.root)),
+        }
+        try:
+            out = values.dumps(outputs)
+        except TypeError as exc:
+            reply.update(success=False, error=f"outputs cannot be encoded as JSON: {exc}")
+            out = b"[]"
+        return reply, [out]
+
+    def op_session_objects(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        return {"ok": True, "names": _object_names(self.session or {})}, []
+
+    def op_session_object_get(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        import dill
+
+        namespace, name = self.session or {}, str(header["name"])
+        if name not in _object_names(namespace):
+            return {"ok": False, "not_found": True, "error": f"object '{name}' not found"}, []
+        try:
+            return {"ok": True}, [dill.dumps(namespace[name])]
+        except Exception as exc:
+            return {"ok": False, "invalid": True, "error": f"object '{name}' cannot be serialized: {exc}"}, []
+
+    def op_session_object_put(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        import dill
+
+        if self.session is None:
+            return {"ok": False, "error": "no session is open in this shell"}, []
+        try:
+            self.session[str(header["name"])] = dill.loads(blobs[0] if blobs else b"")
+        except Exception as exc:
+            return {"ok": False, "invalid": True, "error": f"the body is not a dill-serialized object: {exc}"}, []
+        return {"ok": True}, []
+
+    def op_session_object_delete(
+        self, header: dict[str, Any], blobs: list[bytes]
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        namespace, name = self.session or {}, str(header["name"])
+        if name not in _object_names(namespace):
+            return {"ok": False, "not_found": True, "error": f"object '{name}' not found"}, []
+        del namespace[name]
+        return {"ok": True}, []
+
+    def op_session_save(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        """Write every object that dill can serialize to `path` ({name: dill bytes}, pickled)."""
+        import pickle
+
+        import dill
+
+        namespace = self.session or {}
+        image: dict[str, bytes] = {}
+        skipped = []
+        for name in _object_names(namespace):
+            try:
+                image[name] = dill.dumps(namespace[name])
+            except Exception:
+                skipped.append(name)
+        with open(str(header["path"]), "wb") as f:
+            pickle.dump(image, f, protocol=4)
+        return {"ok": True, "skipped": skipped}, []
+
+    def op_session_load(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        """Merge the objects saved by `session_save` at `path` into the namespace."""
+        import pickle
+
+        import dill
+
+        if self.session is None:
+            return {"ok": False, "error": "no session is open in this shell"}, []
+        try:
+            with open(str(header["path"]), "rb") as f:
+                image = pickle.load(f)
+            loaded = {name: dill.loads(blob) for name, blob in image.items()}
+        except Exception as exc:
+            return {"ok": False, "invalid": True, "error": f"the snapshot workspace cannot be loaded: {exc}"}, []
+        self.session.update(loaded)
+        return {"ok": True}, []
+
     # ------------------------------------------------------------------ helpers
     def _failure(self, message: str) -> dict[str, Any]:
         return {"ok": True, "success": False, "error": message, "console": "", "changed": [], "files": []}
@@ -178,6 +290,55 @@ class PythonShell:
             finally:
                 self.executing = False
                 sys.stdout.flush()
+
+
+def _live_children() -> int:
+    """Reap finished child processes; return how many are still running (the node then recycles us)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if pid == 0:
+            return 1
+
+
+class _TeeConsole(io.StringIO):
+    """Captured console output that is also appended to a file, so it can be read while code runs."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self._file = open(path, "w", encoding="utf-8") if path else None  # noqa: SIM115
+
+    def write(self, text: str) -> int:
+        if self._file is not None:
+            self._file.write(text)
+            self._file.flush()
+        return super().write(text)
+
+    def close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _object_names(namespace: dict[str, Any]) -> list[str]:
+    return [name for name in namespace if not (name.startswith("__") and name.endswith("__"))]
+
+
+def _to_json(value: Any) -> Any:
+    """A session output as JSON, its shape inferred from the Python value."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _to_json(v) for k, v in value.items()}
+    if hasattr(value, "columns"):
+        return values.to_json("data.frame", value)
+    if isinstance(value, np.ndarray) and value.ndim == 2:
+        return values.to_json("matrix", value)
+    if isinstance(value, list | tuple | set | np.ndarray) or type(value).__name__ == "Series":
+        return [_to_json(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
+    return values._plain(value)
 
 
 def _live_children() -> int:

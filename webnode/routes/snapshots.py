@@ -1,0 +1,121 @@
+"""Snapshots: GET /snapshots, GET/DELETE /snapshots/{id}; saving and loading them for sessions.
+
+A snapshot's zip moves between a compute node and the central store in ~1 MiB chunks,
+one at a time, so a web node never holds a whole snapshot in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from common.pb import sessions_pb2 as spb
+from webnode.auth.roles import Action, require
+from webnode.compute.sessions import SessionGateway
+from webnode.keys import db_key, principal
+from webnode.schemas import creation_time
+from webnode.store.sessions import SessionRecord
+from webnode.store.snapshots import SnapshotRecord, SnapshotStore
+
+routes = web.RouteTableDef()
+
+
+async def save_from(
+    gateway: SessionGateway, snapshots: SnapshotStore, session: SessionRecord, name: str
+) -> SnapshotRecord:
+    """Snapshot a session: stream the zip its node builds into the store, chunk by chunk."""
+    snapshot_id = str(uuid.uuid4())
+    first, rest = await gateway.download(
+        session, lambda s: s.SaveSnapshot(spb.SaveSnapshotRequest(session_id=session.id, snapshot_id=snapshot_id))
+    )
+    size, seq = 0, 0
+    try:
+        await snapshots.put_chunk(snapshot_id, seq, first)
+        size, seq = len(first), 1
+        async for data in rest:
+            await snapshots.put_chunk(snapshot_id, seq, data)
+            size, seq = size + len(data), seq + 1
+        record = SnapshotRecord(
+            id=snapshot_id,
+            owner=session.owner,
+            name=name,
+            runtime=session.runtime,
+            content_size=size,
+            chunk_count=seq,
+        )
+        await snapshots.finish(record)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await snapshots.delete(snapshot_id)
+        raise
+    return record
+
+
+async def load_into(
+    gateway: SessionGateway, snapshots: SnapshotStore, session: SessionRecord, snapshot: SnapshotRecord
+) -> None:
+    """Load a snapshot into a session; its node fetches the content only if not cached already."""
+    cached = await gateway.call(session, lambda s: s.HasSnapshot(spb.SnapshotRef(snapshot_id=snapshot.id), timeout=30))
+    if not cached.cached:
+
+        async def messages() -> AsyncIterator[spb.SnapshotChunk]:
+            yield spb.SnapshotChunk(snapshot_id=snapshot.id)
+            async for data in snapshots.chunks(snapshot):
+                yield spb.SnapshotChunk(data=data)
+
+        await gateway.call(session, lambda s: s.CacheSnapshot(messages(), timeout=gateway.call_timeout))
+    request = spb.LoadSnapshotRequest(session_id=session.id, snapshot_id=snapshot.id)
+    await gateway.call(session, lambda s: s.LoadSnapshot(request, timeout=gateway.call_timeout))
+
+
+def snapshot_json(record: SnapshotRecord) -> dict[str, object]:
+    return {
+        "id": record.id,
+        "name": record.name,
+        "owner": record.owner,
+        "runtimeType": record.runtime,
+        "creationTime": creation_time(record.created_at),
+        "contentSize": record.content_size,
+    }
+
+
+@routes.get("/snapshots")
+async def list_snapshots(request: web.Request) -> web.Response:
+    who = principal(request)
+    require(who, Action.SESSIONS)
+    records = await SnapshotStore(request.app[db_key]).list(who.username)
+    return web.json_response([snapshot_json(r) for r in records])
+
+
+@routes.get("/snapshots/{id}")
+async def download_snapshot(request: web.Request) -> web.StreamResponse:
+    who = principal(request)
+    require(who, Action.SESSIONS)
+    snapshots = SnapshotStore(request.app[db_key])
+    record = await snapshots.get(request.match_info["id"], who.username)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/zip",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{urllib.parse.quote(record.id)}.zip",
+        }
+    )
+    response.content_length = record.content_size
+    await response.prepare(request)
+    async for data in snapshots.chunks(record):
+        await response.write(data)
+    await response.write_eof()
+    return response
+
+
+@routes.delete("/snapshots/{id}")
+async def delete_snapshot(request: web.Request) -> web.Response:
+    who = principal(request)
+    require(who, Action.SESSIONS)
+    snapshots = SnapshotStore(request.app[db_key])
+    record = await snapshots.get(request.match_info["id"], who.username)
+    await snapshots.delete(record.id)
+    return web.json_response(f"snapshot {record.id} deleted")
