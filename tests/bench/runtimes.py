@@ -1,0 +1,164 @@
+"""R vs Python runtime figures, side by side in one run: `python -m tests.bench.runtimes`.
+
+Starts a one-box o16n (compute node + web node as separate processes) and measures through
+the HTTP API, sequentially (one request in flight):
+- per-call latency of a warm `x + y` service in each runtime (p50/p99 of --calls calls);
+- a 10,000-row data.frame round trip (4 columns: double with NA, integer, string, logical);
+- shell cold start (spawn to first answer) of each runtime, on a bare ShellProcess.
+Prints a markdown table. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from computenode.shells.process import PYTHON, R, ShellProcess, ShellSpec
+from tests.support import login, start_compute_node, start_web_node, unique
+
+ROWS = 10_000
+ADD = {"R": "result <- x + y", "Python": "result = x + y"}
+ECHO = {"R": "out <- d", "Python": "out = d"}
+
+
+def frame(rows: int) -> dict[str, list[Any]]:
+    return {
+        "x": [i * 0.5 if i % 10 else None for i in range(rows)],
+        "k": list(range(rows)),
+        "s": [f"row-{i}" for i in range(rows)],
+        "b": [i % 2 == 0 for i in range(rows)],
+    }
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def publish(http: aiohttp.ClientSession, url: str, headers: dict[str, str], body: dict[str, Any]) -> str:
+    name = unique("bench")
+    async with http.post(f"{url}/services/{name}/1.0", json=body, headers=headers) as resp:
+        assert resp.status == 201, await resp.text()
+    return f"{url}/api/{name}/1.0"
+
+
+async def timed_calls(
+    http: aiohttp.ClientSession, endpoint: str, headers: dict[str, str], body: bytes, n: int
+) -> list[float]:
+    samples = []
+    for _ in range(n):
+        began = time.perf_counter()
+        async with http.post(endpoint, data=body, headers=headers) as resp:
+            result = orjson.loads(await resp.read())
+        samples.append(time.perf_counter() - began)
+        assert resp.status == 200 and result["success"], result
+    return samples
+
+
+async def cold_start(spec: ShellSpec, root: Path, n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        shell = ShellProcess(spec, root)
+        began = time.perf_counter()
+        await shell.start(120)
+        samples.append(time.perf_counter() - began)
+        await shell.terminate()
+        shell.cleanup()
+    return samples
+
+
+async def run(calls: int, frames: int, starts: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="o16n-bench-") as tmp:
+        workdir = Path(tmp)
+        compute, uri = await start_compute_node(
+            workdir / "compute",
+            O16N_PYTHON_POOL_INITIAL_SIZE="1",
+            O16N_R_POOL_INITIAL_SIZE="1",
+            O16N_LOG_LEVEL="WARNING",
+        )
+        web = await start_web_node(workdir / "web", [uri], O16N_LOG_LEVEL="WARNING")
+        rows: list[tuple[str, str, str, str]] = []
+        try:
+            async with aiohttp.ClientSession() as http:
+                headers = {"Authorization": f"Bearer {await login(http, web.url)}", "Content-Type": "application/json"}
+                params = [{"name": "x", "type": "numeric"}, {"name": "y", "type": "numeric"}]
+                big = orjson.dumps({"d": frame(ROWS)})
+                for runtime in ("Python", "R"):
+                    add = await publish(
+                        http,
+                        web.url,
+                        headers,
+                        {
+                            "code": ADD[runtime],
+                            "runtimeType": runtime,
+                            "inputParameterDefinitions": params,
+                            "outputParameterDefinitions": [{"name": "result", "type": "numeric"}],
+                        },
+                    )
+                    await timed_calls(http, add, headers, b'{"x":1,"y":2}', 20)  # warm: shell loaded
+                    samples = await timed_calls(http, add, headers, b'{"x":1,"y":2}', calls)
+                    rows.append(
+                        (
+                            runtime,
+                            f"x + y, {calls} sequential calls",
+                            _ms(percentile(samples, 0.5)),
+                            _ms(percentile(samples, 0.99)),
+                        )
+                    )
+                    echo = await publish(
+                        http,
+                        web.url,
+                        headers,
+                        {
+                            "code": ECHO[runtime],
+                            "runtimeType": runtime,
+                            "inputParameterDefinitions": [{"name": "d", "type": "data.frame"}],
+                            "outputParameterDefinitions": [{"name": "out", "type": "data.frame"}],
+                        },
+                    )
+                    await timed_calls(http, echo, headers, big, 2)
+                    samples = await timed_calls(http, echo, headers, big, frames)
+                    rows.append(
+                        (
+                            runtime,
+                            f"{ROWS:,}-row data.frame round trip, {frames} calls",
+                            _ms(percentile(samples, 0.5)),
+                            _ms(percentile(samples, 0.99)),
+                        )
+                    )
+        finally:
+            web.process.stop()
+            compute.stop()
+        for runtime, spec in (("Python", PYTHON), ("R", R)):
+            samples = await cold_start(spec, workdir / "shells", starts)
+            rows.append(
+                (runtime, f"shell cold start, {starts} starts", _ms(percentile(samples, 0.5)), _ms(max(samples)))
+            )
+    print("| runtime | measure | p50 | p99 (max for cold start) |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--starts", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(run(args.calls, args.frames, args.starts))
+
+
+if __name__ == "__main__":
+    main()
