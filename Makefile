@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.stamp-install
 RSTAMP := $(VENV)/.stamp-r
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r services protos check-protos lint format typecheck bench clean deploy-lint
+.PHONY: all run test install install-r services protos check-protos lint format typecheck bench bench-realtime clean deploy-lint
 
 all: lint typecheck test
 
@@ -61,6 +61,10 @@ typecheck: $(STAMP)
 bench: $(RSTAMP) services
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) -m tests.bench
+
+# Realtime (ONNX) services against onnxruntime in a bare handler and a standard Python service.
+bench-realtime: $(STAMP) services
+	$(PY) -m tests.bench.realtime
 
 clean:
 	rm -rf $(VENV) .o16n build *.egg-info .pytest_cache .mypy_cache .ruff_cache
