@@ -211,7 +211,10 @@ async def test_force_close_kills_a_hung_shell(
     server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
 ) -> None:
     sid = await new_session(server, http, auth)
-    hang = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('hanging', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    hang = (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('hanging', flush=True)\nwhile True:\n    time.sleep(1)\n"
+    )
     running = asyncio.create_task(http.post(f"{server.url}/sessions/{sid}/execute", json={"code": hang}, headers=auth))
 
     async def busy() -> bool:
@@ -483,3 +486,121 @@ async def test_dead_shell_gives_410_and_others_unaffected(
         assert resp.status == 404
     result = await execute(server, http, auth, session_id, "alive", outputParameters=["alive"])
     assert result["outputParameters"] == [{"name": "alive", "value": True}]
+
+
+# ---------------------------------------------------------------------- R sessions
+async def test_r_session_execute_workspace_snapshot(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    async with http.post(f"{server.url}/sessions", json={"name": "r"}, headers=auth) as resp:  # R by default
+        assert resp.status == 201, await resp.text()
+        sid = (await resp.json())["sessionId"]
+    python_sid = await new_session(server, http, auth)
+    try:
+        async with http.get(f"{server.url}/sessions", headers=auth) as resp:
+            assert {"id": sid, "name": "r", "owner": "admin", "runtimeType": "R"} in await resp.json()
+        first = await execute(
+            server,
+            http,
+            auth,
+            sid,
+            "total <- a + b\nprint(total)",
+            inputParameters=[{"name": "a", "value": 2}, {"name": "b", "value": 3}],
+        )
+        assert first["success"] is True and first["consoleOutput"] == "[1] 5\n", first
+        second = await execute(
+            server,
+            http,
+            auth,
+            sid,
+            "df <- data.frame(x = c(1, 2))\nm <- matrix(1:4, nrow = 2)\n"
+            "total <- total * 10\nwriteLines('hi', 'out.txt')",
+            outputParameters=["total", "df", "m", "missing"],
+        )
+        assert second["outputParameters"] == [
+            {"name": "total", "value": 50},
+            {"name": "df", "value": {"x": [1, 2]}},
+            {"name": "m", "value": [[1, 3], [2, 4]]},
+            {"name": "missing", "value": None},
+        ], second
+        assert second["changedFiles"] == ["out.txt"]
+        failing = await execute(server, http, auth, sid, "stop('boom')")
+        assert failing["success"] is False and "boom" in str(failing["errorMessage"])
+
+        # Workspace objects travel as RData.
+        async with http.get(f"{server.url}/sessions/{sid}/workspace", headers=auth) as resp:
+            assert await resp.json() == ["a", "b", "df", "m", "total"]
+        async with http.get(f"{server.url}/sessions/{sid}/workspace/df", headers=auth) as resp:
+            assert resp.status == 200
+            rdata = await resp.read()
+        assert rdata[:2] == b"\x1f\x8b" or rdata[:5] == b"RDX3\n"  # gzip-compressed or plain RData
+        octet = {**auth, "Content-Type": "application/octet-stream"}
+        async with http.post(f"{server.url}/sessions/{sid}/workspace/copy", data=rdata, headers=octet) as resp:
+            assert resp.status == 200, await resp.text()
+        result = await execute(server, http, auth, sid, "n <- nrow(copy)", outputParameters=["n"])
+        assert result["outputParameters"] == [{"name": "n", "value": 2}]
+        async with http.post(f"{server.url}/sessions/{sid}/workspace/junk", data=b"not RData", headers=octet) as resp:
+            assert resp.status == 400
+            assert_error(await resp.json(), 400)
+        async with http.delete(f"{server.url}/sessions/{sid}/workspace/copy", headers=auth) as resp:
+            assert resp.status == 200
+        async with http.get(f"{server.url}/sessions/{sid}/workspace/copy", headers=auth) as resp:
+            assert resp.status == 404
+
+        # Snapshots: a fresh R session from it; an R snapshot into a Python session is 400.
+        async with http.post(f"{server.url}/sessions/{sid}/snapshot", json={"name": "rsnap"}, headers=auth) as resp:
+            assert resp.status == 201, await resp.text()
+            snap = (await resp.json())["snapshotId"]
+        async with http.get(f"{server.url}/snapshots/{snap}", headers=auth) as resp:
+            names = zipfile.ZipFile(io.BytesIO(await resp.read())).namelist()
+        assert {"manifest.json", "workspace.RData", "files/out.txt"} <= set(names)
+        async with http.post(f"{server.url}/sessions/{python_sid}/loadsnapshot/{snap}", headers=auth) as resp:
+            assert resp.status == 400
+            assert_error(await resp.json(), 400)
+        async with http.post(
+            f"{server.url}/sessions", json={"runtimeType": "Python", "snapshotId": snap}, headers=auth
+        ) as resp:
+            assert resp.status == 400
+        async with http.post(
+            f"{server.url}/sessions", json={"runtimeType": "R", "snapshotId": snap}, headers=auth
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            fresh = (await resp.json())["sessionId"]
+        result = await execute(
+            server, http, auth, fresh, "s <- sum(df$x) + total\nt <- readLines('out.txt')", outputParameters=["s", "t"]
+        )
+        assert result["outputParameters"] == [{"name": "s", "value": 53}, {"name": "t", "value": "hi"}]
+        async with http.delete(f"{server.url}/sessions/{fresh}", headers=auth) as resp:
+            assert resp.status == 200
+        async with http.delete(f"{server.url}/snapshots/{snap}", headers=auth) as resp:
+            assert resp.status == 200
+    finally:
+        for closing in (sid, python_sid):
+            async with http.delete(f"{server.url}/sessions/{closing}/force", headers=auth):
+                pass
+
+
+async def test_r_cancel_and_console(server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]) -> None:
+    async with http.post(f"{server.url}/sessions", json={"runtimeType": "R"}, headers=auth) as resp:
+        sid = (await resp.json())["sessionId"]
+    try:
+        await execute(server, http, auth, sid, "kept <- 41")
+        loop = "for (i in 0:600) { cat('tick', i, '\\n'); Sys.sleep(0.05) }"
+        running = asyncio.create_task(execute(server, http, auth, sid, loop))
+
+        async def partial() -> bool:
+            async with http.get(f"{server.url}/sessions/{sid}/console-output", headers=auth) as resp:
+                return "tick 2" in (await resp.json())["consoleOutput"]
+
+        await wait_until(partial, timeout=20, what="partial R console output")
+        started = time.perf_counter()
+        async with http.post(f"{server.url}/sessions/{sid}/cancel", headers=auth) as resp:
+            assert resp.status == 200
+        result = await asyncio.wait_for(running, 10)
+        assert time.perf_counter() - started < 1.5
+        assert result["success"] is False and "interrupt" in str(result["errorMessage"])
+        after = await execute(server, http, auth, sid, "kept <- kept + 1", outputParameters=["kept"])
+        assert after["outputParameters"] == [{"name": "kept", "value": 42}]
+    finally:
+        async with http.delete(f"{server.url}/sessions/{sid}/force", headers=auth):
+            pass

@@ -9,6 +9,9 @@ framed requests as computenode/shells/python_child.py, with the same reply heade
   return outputs (converted by declared type, computenode/shells/r_values.py), console
   output, changed files and output files;
 - `unload`, `ping`.
+- `session_*`: a remote session (computenode/sessions.py) in the global environment: code
+  run with its console also appended to a file while it runs, workspace objects as RData
+  (save/load), and the whole workspace saved to / merged from an RData file for snapshots.
 
 Console output is everything R writes (print/cat, message(), warnings, errors and their
 call stack), in order, captured by rpy2's console callbacks. SIGINT interrupts a running
@@ -103,6 +106,34 @@ local({
 """
 
 
+# Session helpers: workspace objects of the global environment as RData files.
+_R_SESSION = r"""
+local({
+    objects <- function() ls(envir = globalenv())
+    has <- function(name) exists(name, envir = globalenv(), inherits = FALSE)
+    save_objects <- function(names, file) save(list = names, envir = globalenv(), file = file)
+    remove <- function(name) rm(list = name, envir = globalenv())
+    load_all <- function(file) invisible(load(file, envir = globalenv()))
+    put_object <- function(name, file) {
+        e <- new.env()
+        loaded <- tryCatch(load(file, envir = e), error = function(err) NULL)
+        value <- if (is.null(loaded)) {
+            readRDS(file)
+        } else if (name %in% loaded) {
+            get(name, envir = e)
+        } else if (length(loaded) == 1L) {
+            get(loaded, envir = e)
+        } else {
+            stop("the RData file holds several objects and none is named ", name)
+        }
+        assign(name, value, envir = globalenv())
+        invisible(TRUE)
+    }
+    environment()
+}, envir = new.env(parent = baseenv()))
+"""
+
+
 @dataclass
 class LoadedService:
     key: str
@@ -128,17 +159,27 @@ class RShell:
         self.root = root
         self.service: LoadedService | None = None
         self.executing = False
+        self.console_path = ""
         self.console: list[str] = []
-        callbacks.consolewrite_print = self.console.append
-        callbacks.consolewrite_warnerror = self.console.append
-        callbacks.showmessage = self.console.append
+        self._console_file: Any = None
+        callbacks.consolewrite_print = self._write
+        callbacks.consolewrite_warnerror = self._write
+        callbacks.showmessage = self._write
         callbacks.consoleread = lambda prompt: ""
         runner = ri.evalr(_R_RUNNER)
         self._run_r = runner["run"]
         self._parse = runner["parse_code"]
         self._new_env = ri.baseenv["new.env"]
+        self._session_r = ri.evalr(_R_SESSION)
+        self.session_open = False
         r_values.setup()
         signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _write(self, text: str) -> None:
+        self.console.append(text)
+        if self._console_file is not None:
+            self._console_file.write(text)
+            self._console_file.flush()
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         # Runs when R next calls back into Python (R_ProcessEvents); R then raises its interrupt.
@@ -247,6 +288,157 @@ class RShell:
             out = b"{}"
         return reply, [out, *(content or b"" for _, content in files)]
 
+    # ------------------------------------------------------------------ session ops
+    def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        self.service = None
+        self.session_open = True
+        self.console_path = str(header["console_path"])
+        return {"ok": True}, []
+
+    def op_session_execute(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        if not self.session_open:
+            return {"ok": False, "error": "no session is open in this shell"}, []
+        try:
+            inputs = values.loads(blobs[0]) if blobs and blobs[0] else []
+        except ValueError as exc:
+            return self._failure(f"inputParameters are not valid JSON: {exc}"), [b"[]"]
+        env = self.ri.globalenv
+        for item in inputs:
+            try:
+                env[str(item["name"])] = self._to_r(item.get("value"))
+            except (values.ValueError_, ValueError, TypeError, OverflowError) as exc:
+                return self._failure(f"input '{item['name']}': {exc}"), [b"[]"]
+        self.console.clear()
+        before = workdir.listing(self.root)
+        parsed = self._parse(self.ri.StrSexpVector([str(header["code"])]))
+        if parsed.typeof == self.ri.RTYPES.STRSXP:
+            ok, error = False, f"syntax error: {parsed[0]}"
+        else:
+            self._console_file = open(self.console_path, "w", encoding="utf-8")  # noqa: SIM115
+            try:
+                ok, error = self._run(parsed, env)
+            finally:
+                self._console_file.close()
+                self._console_file = None
+        outputs = []
+        for name in header.get("outputs", []):
+            try:
+                value = self._from_r(env[name]) if self._has(name) else None
+            except Exception as exc:  # any value R code can leave must fail cleanly, naming the output
+                ok, error, value = False, f"output '{name}': {exc}", None
+            outputs.append({"name": name, "value": value})
+        reply = {
+            "ok": True,
+            "success": ok,
+            "error": error,
+            "console": self._take_console(),
+            "changed": workdir.changed(before, workdir.listing(self.root)),
+        }
+        try:
+            out = values.dumps(outputs)
+        except TypeError as exc:
+            reply.update(success=False, error=f"outputs cannot be encoded as JSON: {exc}")
+            out = b"[]"
+        return reply, [out]
+
+    def op_session_objects(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        return {"ok": True, "names": [str(n) for n in self._session_r["objects"]()]}, []
+
+    def op_session_object_get(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        name = str(header["name"])
+        if not self._has(name):
+            return {"ok": False, "not_found": True, "error": f"object '{name}' not found"}, []
+        path = self._temp_path()
+        try:
+            self._session_r["save_objects"](self.ri.StrSexpVector([name]), self.ri.StrSexpVector([path]))
+            with open(path, "rb") as f:
+                return {"ok": True}, [f.read()]
+        except self.ri.embedded.RRuntimeError as exc:
+            return {"ok": False, "invalid": True, "error": f"object '{name}' cannot be saved: {exc}"}, []
+        finally:
+            _unlink(path)
+
+    def op_session_object_put(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        path = self._temp_path()
+        try:
+            with open(path, "wb") as f:
+                f.write(blobs[0] if blobs else b"")
+            self._session_r["put_object"](self.ri.StrSexpVector([str(header["name"])]), self.ri.StrSexpVector([path]))
+        except self.ri.embedded.RRuntimeError as exc:
+            message = str(exc).strip()
+            return {"ok": False, "invalid": True, "error": f"the body is not an RData or RDS file: {message}"}, []
+        finally:
+            _unlink(path)
+        return {"ok": True}, []
+
+    def op_session_object_delete(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        name = str(header["name"])
+        if not self._has(name):
+            return {"ok": False, "not_found": True, "error": f"object '{name}' not found"}, []
+        self._session_r["remove"](self.ri.StrSexpVector([name]))
+        return {"ok": True}, []
+
+    def op_session_save(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        names = self._session_r["objects"]()
+        try:
+            self._session_r["save_objects"](names, self.ri.StrSexpVector([str(header["path"])]))
+        except self.ri.embedded.RRuntimeError as exc:
+            return {"ok": False, "invalid": True, "error": f"the workspace cannot be saved: {exc}"}, []
+        return {"ok": True, "skipped": []}, []
+
+    def op_session_load(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        try:
+            self._session_r["load_all"](self.ri.StrSexpVector([str(header["path"])]))
+        except self.ri.embedded.RRuntimeError as exc:
+            return {"ok": False, "invalid": True, "error": f"the snapshot workspace cannot be loaded: {exc}"}, []
+        return {"ok": True}, []
+
+    def _has(self, name: str) -> bool:
+        return bool(self._session_r["has"](self.ri.StrSexpVector([name]))[0])
+
+    def _temp_path(self) -> str:
+        import tempfile
+
+        handle, path = tempfile.mkstemp(suffix=".RData")
+        os.close(handle)
+        return path
+
+    def _to_r(self, value: Any) -> Any:
+        """A session input: its R type inferred from the JSON value."""
+        if value is None:
+            return self.ri.NULL
+        if isinstance(value, bool):
+            return self.r_values.to_r("logical", value)
+        if isinstance(value, int | float):
+            return self.r_values.to_r("numeric", value)
+        if isinstance(value, str):
+            return self.r_values.to_r("character", value)
+        if isinstance(value, dict):
+            return self.r_values.to_r("data.frame", value)
+        if value and all(isinstance(row, list) for row in value):
+            return self.r_values.to_r("matrix", value)
+        return self.r_values.to_r("vector", value)
+
+    def _from_r(self, sexp: Any) -> Any:
+        """A session output as JSON, its shape inferred from the R value."""
+        rv = self.r_values
+        if sexp is self.ri.NULL or sexp.typeof == self.ri.RTYPES.NILSXP:
+            return None
+        if rv._is_data_frame(sexp):
+            return rv.from_r("data.frame", sexp)
+        dim = rv._dim(sexp)
+        if dim is not None and len(dim) == 2:
+            return rv.from_r("matrix", sexp)
+        scalar = {
+            self.ri.RTYPES.LGLSXP: "logical",
+            self.ri.RTYPES.INTSXP: "integer",
+            self.ri.RTYPES.REALSXP: "numeric",
+            self.ri.RTYPES.STRSXP: "character",
+        }.get(sexp.typeof)
+        if scalar is not None and len(sexp) == 1 and rv._names(sexp) is None:
+            return rv.from_r(scalar, sexp)
+        return rv.from_r("vector", sexp)
+
     # ------------------------------------------------------------------ helpers
     def _failure(self, message: str) -> dict[str, Any]:
         return {"ok": True, "success": False, "error": message, "console": "", "changed": [], "files": []}
@@ -277,6 +469,13 @@ class RShell:
         if status == "ok":
             return True, ""
         return False, str(message)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _rss_bytes() -> int:
