@@ -16,10 +16,10 @@ from webnode.coord.memory import MemoryCoordinator
 from webnode.coord.redis import RedisCoordinator
 from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
 from webnode.middleware import auth_middleware, error_middleware
+from webnode.routes import batch as batch_routes
 from webnode.routes import consume, login, realtime, services, status
 from webnode.routes import sessions as sessions_routes
 from webnode.routes import snapshots as snapshots_routes
-from webnode.routes import batch as batch_routes
 from webnode.routes import swagger as swagger_routes
 from webnode.service_cache import ServiceCache
 from webnode.settings import WebNodeSettings
