@@ -100,7 +100,15 @@ async def test_malformed_entries_are_400_naming_the_entry(
 
 
 async def test_malformed_bodies_are_400(server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]) -> None:
-    for body in ("not json", "[1, 2]", {"nodes": []}, {"entries": "http://h:1"}, {"entries": [5]}, {"entries": None}):
+    bodies: list[Any] = [
+        "not json",
+        "[1, 2]",
+        {"nodes": []},
+        {"entries": "http://h:1"},
+        {"entries": [5]},
+        {"entries": None},
+    ]
+    for body in bodies:
         for method in ("POST", "PUT", "DELETE"):
             status, error = await _send(http, server, auth, method, body)
             assert status == 400, (method, body, error)
