@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tests.support import WebNode, unique
+from tests.test_services import create_user
 
 COLUMNS = ["sepal", "petal", "width"]
 RNG = np.random.default_rng(7)
@@ -73,6 +74,7 @@ async def publish(
     path: str,
     model: bytes | None,
     method: str = "POST",
+    headers: dict[str, str] | None = None,
     **fields: str,
 ) -> tuple[int, Any]:
     form = aiohttp.FormData()
@@ -80,7 +82,7 @@ async def publish(
         form.add_field(key, value)
     if model is not None:
         form.add_field("model", model, filename="model.bin", content_type="application/octet-stream")
-    headers = await server.headers(http)
+    headers = headers or await server.headers(http)
     async with http.request(method, f"{server.url}{path}", data=form, headers=headers) as resp:
         return resp.status, await resp.json()
 
@@ -330,3 +332,30 @@ async def test_pickled_model_runs_only_in_a_shell(server: WebNode, http: aiohttp
         parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
         parent_cmd = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
         assert b"computenode" in parent_cmd and b"computenode.shells.python_child" not in parent_cmd
+
+
+async def test_roles_and_ownership(
+    server: WebNode, http: aiohttp.ClientSession, session_dir: Path, pg_dsn: str
+) -> None:
+    _, onx = linear(1.0)
+    contributor = await create_user(server, session_dir, pg_dsn, "Contributor")
+    reader = await create_user(server, session_dir, pg_dsn, "Reader")
+    name = unique("owned")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    for method, path, who in (
+        ("POST", f"/realtime-services/{name}/2.0", contributor),  # another user's name
+        ("PATCH", f"/realtime-services/{name}/1.0", contributor),  # another user's service
+        ("POST", f"/realtime-services/{unique('r')}/1.0", reader),  # a role that may not publish
+    ):
+        status, body = await publish(http, server, path, onx, method=method, headers=who)
+        assert status == 403, (method, path, body)
+        assert_error(body, 403)
+    async with http.post(f"{server.url}/api/{name}/1.0", json=input_data(X_TEST[:1]), headers=reader) as resp:
+        assert resp.status == 200  # anyone may consume
+    mine = unique("mine")
+    status, _ = await publish(http, server, f"/realtime-services/{mine}/1.0", onx, headers=contributor)
+    assert status == 201
+    status, _ = await publish(
+        http, server, f"/realtime-services/{mine}/1.0", None, "PATCH", contributor, description="d"
+    )
+    assert status == 200

@@ -123,7 +123,10 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
     if form.model is None:
         raise InvalidInput("the 'model' file part is required", field="model")
     cache = request.app[services_key]
-    if any(s.version == version for s in await cache.store.list(name)):  # 409 before loading the model
+    existing = await cache.store.list(name)
+    for other in existing:  # a name belongs to whoever published it (as for other services)
+        require_manage(who, other.owner, f"web service '{name}'")
+    if any(s.version == version for s in existing):  # 409 before loading the model
         raise Conflict(f"a web service named '{name}' with version '{version}' exists; use PATCH to update it")
     code = await _store_model(request, form.model)
     service = Service(
