@@ -23,7 +23,7 @@ from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import RESYNC, Coordinator
 from webnode.routes.consume import result_body
 from webnode.service_cache import ServiceCache
-from webnode.store.batches import COMPLETE, FAILED, IN_PROGRESS, BatchExecution, BatchItem, BatchStore
+from webnode.store.batches import FAILED, IN_PROGRESS, BatchExecution, BatchItem, BatchStore
 
 logger = logging.getLogger(__name__)
 CHANNEL = "batches"
@@ -96,8 +96,8 @@ class BatchRunner:
             pending = await self.store.items(execution.id, pending_only=True)
             limit = asyncio.Semaphore(max(1, execution.parallel_count))
             failed = await asyncio.gather(*(self._record(execution, item, limit) for item in pending))
-            if await self.store.find(execution.id) is not None:
-                await self.store.set_state(execution.id, FAILED if any(failed) else COMPLETE)
+            if any(failed) and await self.store.find(execution.id) is not None:
+                await self.store.set_state(execution.id, FAILED)  # the service was deleted meanwhile
         except asyncio.CancelledError:
             raise
         except AppError as exc:

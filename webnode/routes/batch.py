@@ -154,6 +154,8 @@ async def batch_status(request: web.Request) -> web.Response:
     store = request.app[batch_key].store
     items = await store.items(execution.id)
     completed = sum(1 for item in items if item.result is not None)
+    # Read the state after the records: the last record and the Complete state are stored together.
+    execution = await store.find(execution.id) or execution
     results: list[Any] = []
     if show_partial or completed == execution.total:
         # One entry per record, by index; records still running are null.

@@ -8,14 +8,16 @@ import uuid
 
 from aiohttp import web
 
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, InvalidInput, NotFound
 from webnode.auth.roles import Action, can_manage, require, require_manage
-from webnode.keys import principal, services_key, settings_key
+from webnode.keys import db_key, principal, services_key, settings_key
+from webnode.routes import realtime
 from webnode.routes.batch import batch_key
 from webnode.schemas import ParameterDefinition, PublishRequest, check_name, read_model, service_json
 from webnode.store.services import Parameter, Service
 
 routes = web.RouteTableDef()
+SERVICE_OWNER = "o16n-service:"  # owner of the snapshot copies services keep (no user has this name)
 
 
 def _permission(request: web.Request, service: Service) -> str:
@@ -57,10 +59,32 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
         created_at=time.time(),
     )
     if body.snapshotId:
-        raise InvalidInput("snapshots are not supported yet", field="snapshotId")
+        service = dataclasses.replace(service, snapshot_id=await _own_snapshot(request, body.snapshotId, name, version))
     await cache.store.create(service)
     await cache.changed(name, version)
     return service
+
+
+async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, version: str) -> str:
+    """Copy the caller's snapshot for the service to own: the client deletes the original right after."""
+    from webnode.store.snapshots import SnapshotStore  # the sessions feature's store
+
+    snapshots = SnapshotStore(request.app[db_key])
+    try:
+        await snapshots.get(snapshot_id, owner=principal(request).username)
+    except NotFound:
+        raise InvalidInput(f"snapshot '{snapshot_id}' not found", field="snapshotId") from None
+    copy = await snapshots.copy_snapshot(
+        snapshot_id, str(uuid.uuid4()), owner=f"{SERVICE_OWNER}{name}/{version}", name=f"{name}/{version}"
+    )
+    return copy.id
+
+
+async def _drop_snapshot(request: web.Request, service: Service) -> None:
+    if service.snapshot_id:
+        from webnode.store.snapshots import SnapshotStore
+
+        await SnapshotStore(request.app[db_key]).delete(service.snapshot_id)
 
 
 @routes.post("/services/{name}")
@@ -133,11 +157,14 @@ async def patch_service(request: web.Request) -> web.Response:
             f"PATCH /realtime-services/{name}/{version} (multipart: model, description, operationId)"
         )
     body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
+    changes = _changes(current, body)
     if body.snapshotId:
-        raise InvalidInput("snapshots are not supported yet", field="snapshotId")
-    updated = dataclasses.replace(current, **_changes(current, body))  # type: ignore[arg-type]
+        changes["snapshot_id"] = await _own_snapshot(request, body.snapshotId, name, version)
+    updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
     await cache.store.replace(updated)
     await cache.changed(name, version)
+    if updated.snapshot_id != current.snapshot_id:
+        await _drop_snapshot(request, current)
     return web.json_response(f"/api/{name}/{version}")
 
 
@@ -149,7 +176,10 @@ async def delete_service(request: web.Request) -> web.Response:
     require_manage(principal(request), current.owner, f"web service '{name}' version '{version}'")
     await cache.store.delete(name, version)
     await cache.changed(name, version)
+    await _drop_snapshot(request, current)
     runner = request.app[batch_key]
     for execution_id in await runner.store.delete_service(name, version):
         await runner.cancel(execution_id)
+    if current.runtime == realtime.RUNTIME:
+        await realtime.forget_model(request.app, current)
     return web.json_response(f"deleted {name}/{version}")

@@ -136,9 +136,18 @@ class BatchStore:
         return int(row["n"]) if row else 0
 
     async def set_result(self, execution_id: str, index: int, result: str) -> None:
-        await self._db.execute(
-            "UPDATE batch_items SET done=1, result=$3 WHERE execution_id=$1 AND idx=$2", execution_id, index, result
-        )
+        """Store one record's result; the last one also marks the execution Complete, in the same transaction."""
+        async with self._db.transaction() as tx:
+            await tx.execute(
+                "UPDATE batch_items SET done=1, result=$3 WHERE execution_id=$1 AND idx=$2", execution_id, index, result
+            )
+            await tx.execute(
+                "UPDATE batch_executions SET state=$2, finished_at=$3 WHERE id=$1 AND NOT EXISTS "
+                "(SELECT 1 FROM batch_items WHERE execution_id=$1 AND done=0)",
+                execution_id,
+                COMPLETE,
+                time.time(),
+            )
 
     async def set_state(self, execution_id: str, state: str) -> None:
         finished = time.time() if state in FINISHED else None
