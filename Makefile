@@ -5,9 +5,12 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.stamp-install
 RSTAMP := $(VENV)/.stamp-r
+# Microsoft's Python client (azureml-model-management-sdk) in its own virtualenv: it needs Python <= 3.11.
+MSCLIENT_PYTHON ?= python3.11
+MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r services protos check-protos lint format typecheck bench bench-realtime clean deploy-lint
+.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime clean deploy-lint
 
 all: lint typecheck test
 
@@ -27,6 +30,13 @@ $(RSTAMP): $(STAMP)
 
 install-r: $(RSTAMP)
 
+$(MSCLIENT):
+	$(MSCLIENT_PYTHON) -m venv .venv-msclient
+	.venv-msclient/bin/pip install -q 'azureml-model-management-sdk==1.0.1b6.post1'
+	touch $@
+
+msclient: $(MSCLIENT)
+
 # make run: R where it can be installed, else Python only (/status says so).
 run: $(STAMP)
 	@scripts/install-r.sh optional && { test -f $(RSTAMP) || { $(PIP) install -q 'rpy2' 'rpy2-rinterface<3.6.6' && touch $(RSTAMP); } || true; } || true
@@ -35,7 +45,7 @@ run: $(STAMP)
 services:
 	scripts/ensure-services.sh
 
-test: $(RSTAMP) services check-protos
+test: $(RSTAMP) $(MSCLIENT) services check-protos
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 protos: $(STAMP)
