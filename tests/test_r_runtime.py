@@ -144,12 +144,18 @@ async def test_init_code_error_fails_the_request(server: WebNode, http: aiohttp.
 
 
 async def test_workspace_does_not_leak_between_requests(server: WebNode, http: aiohttp.ClientSession) -> None:
-    code = 'seen <- exists("leftover", inherits = FALSE); leftover <- TRUE'
-    name = await publish(server, http, r_service(code, {"seen": "logical"}))
+    code = """
+seen <- c(exists("leftover", inherits = FALSE), exists("leaked"), basename(getwd()) == "elsewhere")
+leftover <- TRUE
+leaked <<- TRUE
+dir.create("elsewhere")
+setwd("elsewhere")
+"""
+    name = await publish(server, http, r_service(code, {"seen": "vector"}))
     for _ in range(3):
         status, result = await consume(server, http, name, {})
         assert status == 200
-        assert result["success"] and result["outputParameters"] == {"seen": False}
+        assert result["success"] and result["outputParameters"] == {"seen": [False, False, False]}
 
 
 async def test_output_files_and_changed_files(server: WebNode, http: aiohttp.ClientSession) -> None:

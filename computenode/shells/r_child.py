@@ -98,6 +98,7 @@ local({
         )
         outcome
     }
+    clear_global <- function() rm(list = ls(globalenv(), all.names = TRUE), envir = globalenv())
     parse_code <- function(code) {
         tryCatch(parse(text = code, keep.source = FALSE), error = function(e) conditionMessage(e))
     }
@@ -169,6 +170,7 @@ class RShell:
         runner = ri.evalr(_R_RUNNER)
         self._run_r = runner["run"]
         self._parse = runner["parse_code"]
+        self._clear_global = runner["clear_global"]
         self._new_env = ri.baseenv["new.env"]
         self._session_r = ri.evalr(_R_SESSION)
         self.session_open = False
@@ -209,12 +211,14 @@ class RShell:
 
     def op_unload(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
         self.service = None
+        self._clear_global()
         workdir.restore(self.root, {})
         return {"ok": True}, []
 
     def op_load(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
         spec = header["service"]
         self.service = None
+        self._clear_global()
         workdir.restore(self.root, {})
         parsed = self._parse(self.ri.StrSexpVector([spec["code"]]))
         if parsed.typeof == self.ri.RTYPES.STRSXP:
@@ -260,6 +264,7 @@ class RShell:
         self.console.clear()
         before = service.files
         ok, error = self._run(service.code, env)
+        self._clear_global()  # `<<-` and assign(envir = globalenv()) must not reach the next request
         after = workdir.listing(self.root)
         changed = workdir.changed(before, after)
         outputs: dict[str, Any] = {}
@@ -466,6 +471,8 @@ class RShell:
         finally:
             self.executing = False
             self.rlib.R_interrupts_pending = 0
+            if os.getcwd() != self.root:  # setwd() in user code
+                os.chdir(self.root)
         if status == "ok":
             return True, ""
         return False, str(message)
