@@ -273,12 +273,23 @@ class SessionRegistry:
     async def save_snapshot(self, session_id: str, snapshot_id: str) -> Path:
         """Write the session's snapshot zip into the cache; returns its path."""
         async with self._exclusive(session_id) as session:
+            started = time.monotonic()
             image = session.home / IMAGE_NAMES[session.runtime]
             await self._request(session, {"op": "session_save", "path": str(image)})
+            saved = time.monotonic()
             tmp = session.home / f"snapshot-{snapshot_id}.zip"
             await asyncio.to_thread(_write_zip, tmp, session.runtime, image, session.workdir)
             image.unlink(missing_ok=True)
-        return await self._cache.adopt(snapshot_id, tmp)
+        path = await self._cache.adopt(snapshot_id, tmp)
+        logger.info(
+            "snapshot %s of session %s: workspace image %.2f s, zip %.2f s, %d bytes",
+            snapshot_id,
+            session_id,
+            saved - started,
+            time.monotonic() - saved,
+            path.stat().st_size,
+        )
+        return path
 
     async def load_snapshot(self, session_id: str, snapshot_id: str) -> None:
         zip_path = self._cache.path(snapshot_id)
