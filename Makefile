@@ -46,6 +46,7 @@ services:
 	scripts/ensure-services.sh
 
 test: $(RSTAMP) $(MSCLIENT) services check-protos
+	scripts/install-slapd.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 protos: $(STAMP)

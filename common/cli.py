@@ -57,7 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("webnode", help="run a web node")
     sub.add_parser("computenode", help="run a compute node")
     sub.add_parser("settings", help="print every setting with its default and help")
+    admin = sub.add_parser("admin", help="administration helpers").add_subparsers(dest="admin", required=True)
+    from webnode import admin_cli
+
+    admin_cli.add_commands(admin)
     args = parser.parse_args(argv)
+    if args.command == "admin" and args.admin in admin_cli.COMMANDS:
+        return admin_cli.run(args)
     if args.command == "onebox":
         return _onebox()
     if args.command == "webnode":

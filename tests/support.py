@@ -139,6 +139,7 @@ class WebNode:
     mode: str
     compute_uris: list[str] = field(default_factory=list)
     _token: str | None = None
+    env: dict[str, str] = field(default_factory=dict)  # the O16N_ settings it was started with
 
     async def token(self, session: aiohttp.ClientSession) -> str:
         if self._token is None:
@@ -189,7 +190,34 @@ async def start_web_node(
             return resp.status == 200
 
     await wait_until(ready, timeout=60, what="web node", process=process)
-    return WebNode(process, url, "cluster" if database_url else "onebox", list(compute_uris))
+    return WebNode(process, url, "cluster" if database_url else "onebox", list(compute_uris), env=settings)
+
+
+async def admin_cli(server: WebNode, *args: str, stdin: str = "") -> tuple[int, str, str]:
+    """Run `o16n admin ARGS` against `server`'s store; returns (exit code, stdout, stderr)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O16N_")}
+    env.update(server.env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "common.cli",
+        "admin",
+        *args,
+        env=env,
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin.encode())
+    return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def create_user(server: WebNode, username: str, password: str, role: str = "") -> None:
+    """A local user in `server`'s store (`o16n admin user add`); role Owner, Contributor, Reader or "" (default)."""
+    args = ["user", "add", username, "--password-stdin"] + (["--role", role] if role else [])
+    code, out, err = await admin_cli(server, *args, stdin=password + "\n")
+    assert code == 0, f"o16n admin user add {username} failed: {out}{err}"
 
 
 async def create_database() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -11,7 +12,9 @@ import orjson
 from aiohttp import web
 
 from common.errors import AppError, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized
-from webnode.keys import PRINCIPAL, tokens_key
+from webnode.auth.audit import REQUEST_ID
+from webnode.auth.context import authenticator_key
+from webnode.keys import PRINCIPAL
 
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,6 +37,24 @@ def error_response(error: AppError) -> web.Response:
     )
 
 
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A correlation id per request: the client's X-Request-Id when sane, else a new one; echoed back."""
+    given = request.headers.get("X-Request-Id", "")
+    request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers["X-Request-Id"] = request_id
+        raise
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -45,7 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         return error_response(_http_error(exc))
     except Exception:
-        request_id = uuid.uuid4().hex
+        request_id = str(request.get(REQUEST_ID) or uuid.uuid4().hex)
         logger.exception("unhandled error %s on %s %s", request_id, request.method, request.path)
         return error_response(Internal(f"internal server error (request id {request_id})"))
 
@@ -73,7 +94,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer access token", headers={"WWW-Authenticate": "Bearer"})
-    request[PRINCIPAL] = request.app[tokens_key].verify(token.strip())
+    request[PRINCIPAL] = await request.app[authenticator_key].authenticate(token.strip())
     return await handler(request)
 
 

@@ -9,8 +9,8 @@ import string
 
 import bcrypt
 
-# Computed once so an unknown user costs the same time as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"o16n-no-such-user", bcrypt.gensalt(4)).decode()
+# One per work factor, so an unknown user costs the same time as a wrong password.
+_DUMMY_HASHES: dict[int, str] = {}
 _SYMBOLS = "~!@#$%^&()-_+=|<>\\/;:,."
 
 
@@ -34,12 +34,22 @@ def _prepare(password: bytes) -> bytes:
     return base64.b64encode(hashlib.sha256(password).digest())
 
 
-async def verify_password(password: str, password_hash: str | None) -> bool:
-    """Constant-ish time: an unknown user (None) still costs one bcrypt check."""
+async def verify_password(password: str, password_hash: str | None, rounds: int = 12) -> bool:
+    """Constant-ish time: an unknown user (None) still costs one bcrypt check at `rounds`."""
     loop = asyncio.get_running_loop()
-    target = (password_hash or _DUMMY_HASH).encode()
-    ok = await loop.run_in_executor(None, _check, password.encode(), target)
-    return ok and password_hash is not None
+    if not password_hash:
+        dummy = await dummy_hash(rounds)
+        await loop.run_in_executor(None, _check, password.encode(), dummy.encode())
+        return False
+    return await loop.run_in_executor(None, _check, password.encode(), password_hash.encode())
+
+
+async def dummy_hash(rounds: int) -> str:
+    """The hash checked for unknown users (made at startup, so the first one is not slower)."""
+    dummy = _DUMMY_HASHES.get(rounds)
+    if dummy is None:
+        dummy = _DUMMY_HASHES[rounds] = await hash_password(secrets.token_urlsafe(16), rounds)
+    return dummy
 
 
 def _check(password: bytes, target: bytes) -> bool:

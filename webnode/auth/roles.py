@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
 
 from common.errors import Forbidden
@@ -26,6 +28,47 @@ PERMISSIONS: dict[str, frozenset[Action]] = {
     CONTRIBUTOR: frozenset({Action.CONSUME, Action.LIST, Action.PUBLISH, Action.MANAGE_OWN, Action.SESSIONS}),
     READER: frozenset({Action.CONSUME, Action.LIST}),
 }
+
+
+@dataclass(frozen=True)
+class RoleMapping:
+    """Group -> role mapping from settings, with ML Server's defaults for users no group maps.
+
+    A user in several mapped groups gets the highest role. With no mapped group: no roles
+    configured, or only Owner -> Contributor; Contributor (with or without Owner) -> Reader;
+    any configuration that declares Reader -> None (all API access denied).
+    Group names compare case-insensitively, as directory group names do.
+    """
+
+    owner: frozenset[str] = frozenset()
+    contributor: frozenset[str] = frozenset()
+    reader: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_lists(cls, owner: Iterable[str], contributor: Iterable[str], reader: Iterable[str]) -> RoleMapping:
+        def norm(groups: Iterable[str]) -> frozenset[str]:
+            return frozenset(g.strip().casefold() for g in groups if g.strip())
+
+        return cls(norm(owner), norm(contributor), norm(reader))
+
+    def resolve(self, groups: Iterable[str]) -> str | None:
+        member = {g.strip().casefold() for g in groups}
+        for role, mapped in ((OWNER, self.owner), (CONTRIBUTOR, self.contributor), (READER, self.reader)):
+            if member & mapped:
+                return role
+        return self.default()
+
+    def default(self) -> str | None:
+        """The role of a user no configured group maps (None = denied)."""
+        if self.reader:
+            return None
+        if self.contributor:
+            return READER
+        return CONTRIBUTOR
+
+    def for_local(self, stored_role: str) -> str | None:
+        """A local user's role: the one set with `o16n admin user set-role`, else the default."""
+        return stored_role if stored_role in PERMISSIONS else self.default()
 
 
 def effective_role(principal: Principal) -> str:

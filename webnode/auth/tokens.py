@@ -1,14 +1,18 @@
 """Access tokens: ES256 JWTs signed with a key shared by all web nodes through the central store.
 
 The first web node generates the signing key and stores it (first writer wins), so web
-nodes never need a certificate copied between them. Verification pins ES256, checks
-`iss`, `aud`, `exp`, the key id, and the revocation set of refresh chains; results are
+nodes never need a certificate copied between them; alternatively every web node reads the
+same key file (O16N_SIGNING_KEY_FILE). Rotation (`o16n admin key rotate`) adds a new key
+that signs from then on; older keys keep verifying until every token they signed expired.
+Verification pins ES256, checks `iss`, `aud`, `exp`, the key id, and the revocation set of
+refresh chains; results are
 cached per token so the hot path does no crypto after the first request with a token.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -44,11 +48,38 @@ def _new_key() -> dict[str, Any]:
     return {"kid": uuid.uuid4().hex, "private_pem": pem, "created": time.time()}
 
 
+def load_key_file(path: str) -> tuple[str, Any]:
+    """(kid, private key) from a PEM file; the kid is derived from the public key."""
+    try:
+        with open(path, "rb") as handle:
+            key = serialization.load_pem_private_key(handle.read(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ValueError(f"O16N_SIGNING_KEY_FILE {path}: {exc}") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+        raise ValueError(f"O16N_SIGNING_KEY_FILE {path}: an EC P-256 private key is required for ES256")
+    public = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "file-" + hashlib.sha256(public).hexdigest()[:16], key
+
+
+def rotated(keys: list[dict[str, Any]], lifetime: float) -> list[dict[str, Any]]:
+    """`keys` plus a new signing key; keys retired longer than a token lifetime ago are dropped."""
+    now = time.time()
+    kept = []
+    for entry in keys:
+        entry = dict(entry)
+        entry.setdefault("retired", now)
+        if now - float(entry["retired"]) <= lifetime + 60:
+            kept.append(entry)
+    return [*kept, _new_key()]
+
+
 class TokenService:
-    def __init__(self, *, issuer: str, audience: str, lifetime: int) -> None:
+    def __init__(self, *, issuer: str, audience: str, lifetime: int, key_file: str = "") -> None:
         self.issuer = issuer
         self.audience = audience
         self.lifetime = lifetime
+        self._file_key = load_key_file(key_file) if key_file else None
+        self._installed: list[dict[str, Any]] = []
         self._signing: tuple[str, Any] | None = None
         self._verifying: dict[str, Any] = {}
         self._cache: collections.OrderedDict[str, tuple[Principal, float]] = collections.OrderedDict()
@@ -60,12 +91,31 @@ class TokenService:
             keys = await config.set_if_absent(SIGNING_KEYS, [_new_key()])
         self._install(keys)
 
-    async def rotate_keys(self, config: ConfigStore) -> None:
-        """A new key signs from now on; older keys keep verifying."""
-        keys = (await config.get(SIGNING_KEYS)) or []
-        keys.append(_new_key())
+    async def rotate_keys(self, config: ConfigStore) -> str:
+        """A new key signs from now on; older keys keep verifying. Returns the new kid."""
+        keys = rotated((await config.get(SIGNING_KEYS)) or [], self.lifetime)
         await config.set(SIGNING_KEYS, keys)
         self._install(keys)
+        return str(keys[-1]["kid"])
+
+    async def reload(self, config: ConfigStore) -> bool:
+        """Re-read the keys (another node or the CLI rotated them); True when they changed."""
+        keys = await config.get(SIGNING_KEYS)
+        if not keys or keys == self._installed:
+            return False
+        self._install(keys)
+        return True
+
+    @property
+    def signing_kid(self) -> str:
+        assert self._signing is not None, "load_keys() first"
+        return self._signing[0]
+
+    def knows_kid(self, token: str) -> bool:
+        try:
+            return jwt.get_unverified_header(token).get("kid") in self._verifying
+        except jwt.PyJWTError:
+            return True  # malformed: reloading keys would not help
 
     def _install(self, keys: list[dict[str, Any]]) -> None:
         verifying = {}
@@ -77,7 +127,12 @@ class TokenService:
             newest["kid"],
             serialization.load_pem_private_key(newest["private_pem"].encode(), password=None),
         )
+        if self._file_key is not None:
+            kid, key = self._file_key
+            verifying[kid] = key.public_key()
+            self._signing = (kid, key)
         self._verifying = verifying
+        self._installed = keys
 
     def issue(self, username: str, role: str, chain_id: str) -> tuple[str, int]:
         """A signed access token and its expiry (epoch seconds)."""

@@ -2,36 +2,27 @@
 
 from __future__ import annotations
 
-import logging
-
 from aiohttp import web
 
-from common.errors import InvalidInput, Unauthorized
-from webnode.auth.passwords import verify_password
-from webnode.auth.roles import OWNER
-from webnode.keys import coordinator_key, db_key, settings_key, tokens_key
+from common.errors import AppError, InvalidInput, TooManyRequests, Unauthorized
+from webnode.auth.context import REVOCATIONS, auditor_key, logins_key, refresh_store
+from webnode.auth.logins import ADMIN, NoRole
+from webnode.keys import coordinator_key, db_key, tokens_key
 from webnode.schemas import LoginRequest, RenewTokenRequest, read_model, token_json
-from webnode.store.tokens import RefreshTokenStore
+from webnode.store.tokens import RefreshTokenReused
 from webnode.store.users import UserStore
 
-logger = logging.getLogger(__name__)
+__all__ = ["ADMIN", "REVOCATIONS", "routes"]
 routes = web.RouteTableDef()
-REVOCATIONS = "revocations"
-ADMIN = "admin"
 _LIMIT = 64 * 1024
 
 
-def _refresh_store(app: web.Application) -> RefreshTokenStore:
-    settings = app[settings_key]
-    return RefreshTokenStore(
-        app[db_key],
-        idle_lifetime=settings.refresh_token_idle_lifetime,
-        max_lifetime=settings.refresh_token_max_lifetime,
-    )
-
-
-def _role(username: str, stored: str) -> str:
-    return OWNER if username == ADMIN else stored
+def _outcome(error: AppError) -> str:
+    if isinstance(error, TooManyRequests):
+        return "throttled"
+    if isinstance(error, NoRole):
+        return "denied"
+    return "failure"
 
 
 async def _tokens(app: web.Application, username: str, role: str, refresh: str, chain: str) -> web.Response:
@@ -40,29 +31,54 @@ async def _tokens(app: web.Application, username: str, role: str, refresh: str, 
     return web.json_response(token_json(access, expires_on, tokens.lifetime, refresh))
 
 
+async def _revoke(app: web.Application, chain: str) -> None:
+    app[tokens_key].revoke_chain(chain)
+    await app[coordinator_key].publish(REVOCATIONS, chain)
+
+
 @routes.post("/login")
 async def login(request: web.Request) -> web.Response:
     body = await read_model(request, LoginRequest, limit=_LIMIT)
-    user = await UserStore(request.app[db_key]).get(body.username)
-    ok = await verify_password(body.password, user.password_hash if user else None)
-    if not ok or user is None:
-        logger.info("login failed for %r from %s", body.username, request.remote)
-        raise Unauthorized("invalid user name or password")
-    grant = await _refresh_store(request.app).issue(user.username)
-    logger.info("login of %r from %s", user.username, request.remote)
-    return await _tokens(request.app, user.username, _role(user.username, user.role), grant.token, grant.chain_id)
+    audit = request.app[auditor_key]
+    try:
+        identity = await request.app[logins_key].login(body.username, body.password, request.remote or "")
+    except AppError as exc:
+        await audit.request(request, actor=body.username, action="login", outcome=_outcome(exc), detail=exc.message)
+        raise
+    grant = await refresh_store(request.app).issue(identity.username)
+    await audit.request(
+        request, actor=identity.username, action="login", outcome="success", detail=f"{identity.source} {identity.role}"
+    )
+    return await _tokens(request.app, identity.username, identity.role, grant.token, grant.chain_id)
 
 
 @routes.post("/login/refreshToken")
 async def renew_token(request: web.Request) -> web.Response:
     body = await read_model(request, RenewTokenRequest, limit=_LIMIT)
-    store = _refresh_store(request.app)
-    grant, _chain = await store.rotate(body.refreshToken)
+    audit = request.app[auditor_key]
+    store = refresh_store(request.app)
+    try:
+        grant, _chain = await store.rotate(body.refreshToken)
+    except RefreshTokenReused as exc:
+        await _revoke(request.app, exc.chain_id)
+        await audit.request(
+            request, actor=exc.username, action="refresh", outcome="theft", detail="rotated token reused; chain revoked"
+        )
+        raise
+    except Unauthorized as exc:
+        await audit.request(request, actor="", action="refresh", outcome="failure", detail=exc.message)
+        raise
     user = await UserStore(request.app[db_key]).get(grant.username)
-    if user is None:
+    role = request.app[logins_key].role_of(user.username, user.role, user.source) if user else None
+    if user is None or role is None:
         await store.revoke_chain(grant.chain_id)
-        raise Unauthorized("the user no longer exists")
-    return await _tokens(request.app, user.username, _role(user.username, user.role), grant.token, grant.chain_id)
+        await _revoke(request.app, grant.chain_id)
+        await audit.request(
+            request, actor=grant.username, action="refresh", outcome="denied", detail="no such user or no role"
+        )
+        raise Unauthorized("the user no longer exists or has no role")
+    await audit.request(request, actor=user.username, action="refresh", outcome="success")
+    return await _tokens(request.app, user.username, role, grant.token, grant.chain_id)
 
 
 @routes.delete("/login/refreshToken")
@@ -70,9 +86,15 @@ async def revoke_token(request: web.Request) -> web.Response:
     token = request.query.get("refreshToken", "")
     if not token:
         raise InvalidInput("the refreshToken query parameter is required", field="refreshToken")
-    chain = await _refresh_store(request.app).revoke(token)
-    request.app[tokens_key].revoke_chain(chain)
-    await request.app[coordinator_key].publish(REVOCATIONS, chain)
+    store = refresh_store(request.app)
+    audit = request.app[auditor_key]
+    try:
+        chain = await store.revoke(token)
+    except Unauthorized as exc:
+        await audit.request(request, actor="", action="revoke", outcome="failure", detail=exc.message)
+        raise
+    await _revoke(request.app, chain)
+    await audit.request(request, actor=await store.username_of(token), action="revoke", outcome="success")
     return web.json_response(
         {"token_type": "Bearer", "access_token": "", "expires_in": 0, "expires_on": 0, "refresh_token": ""}
     )
