@@ -359,3 +359,24 @@ async def test_roles_and_ownership(
         http, server, f"/realtime-services/{mine}/1.0", None, "PATCH", contributor, description="d"
     )
     assert status == 200
+
+
+async def test_versions_sharing_a_model_and_deletion(server: WebNode, http: aiohttp.ClientSession) -> None:
+    model, onx = linear(5.0)
+    headers = await server.headers(http)
+    first, second = unique("shared"), unique("shared")
+    for name in (first, second):
+        assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    async with http.delete(f"{server.url}/services/{first}/1.0", headers=headers) as resp:
+        assert resp.status == 200
+    status, result = await consume(http, server, second, input_data(X_TEST))  # its model stays
+    assert status == 200, result
+    assert result["outputParameters"]["outputData"]["variable"] == pytest.approx(
+        model.predict(X_TEST).tolist(), rel=1e-5
+    )
+    async with http.delete(f"{server.url}/services/{second}/1.0", headers=headers) as resp:
+        assert resp.status == 200
+    # The model was dropped with its last service; publishing the same bytes again stores and loads them anew.
+    assert (await publish(http, server, f"/realtime-services/{first}/1.0", onx))[0] == 201
+    status, result = await consume(http, server, first, input_data(X_TEST))
+    assert status == 200, result

@@ -40,9 +40,12 @@ class ServiceCache:
         self.store = store
         self._coordinator = coordinator
         self._entries: dict[tuple[str, str], CachedService] = {}
+        # Bumped on every invalidation: a read that raced with one must not cache what it read.
+        self._generation = 0
         coordinator.subscribe(CHANNEL, self._on_message)
 
     def _on_message(self, message: str) -> None:
+        self._generation += 1
         if message == RESYNC:
             self._entries.clear()
             return
@@ -52,12 +55,15 @@ class ServiceCache:
     async def get(self, name: str, version: str) -> CachedService:
         entry = self._entries.get((name, version))
         if entry is None:
+            generation = self._generation
             service = await self.store.get(name, version)
             entry = CachedService(service, to_definition(service))
-            self._entries[(name, version)] = entry
+            if generation == self._generation:
+                self._entries[(name, version)] = entry
         return entry
 
     async def changed(self, name: str, version: str) -> None:
         """Call after a publish, patch or delete is stored."""
+        self._generation += 1
         self._entries.pop((name, version), None)
         await self._coordinator.publish(CHANNEL, f"{name}/{version}")

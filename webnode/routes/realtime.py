@@ -187,6 +187,13 @@ async def patch(request: web.Request) -> web.Response:
     return web.json_response(f"/api/{name}/{version}")
 
 
+async def forget_model(app: web.Application, service: Service) -> None:
+    """After a realtime service version is deleted: drop its model everywhere unless another version uses it."""
+    digest = model_hash(service)
+    if await ModelStore(app[db_key]).delete_unused(digest):
+        await app[realtime_key].unload_everywhere(digest)
+
+
 async def consume_realtime(app: web.Application, service: Service, body: bytes) -> web.Response:
     """Score a realtime service (called by POST /api/{name}/{version} once inputs are checked)."""
     outputs = await app[realtime_key].score(model_hash(service), body, app[settings_key].compute_timeout)
