@@ -99,6 +99,20 @@ local({
         outcome
     }
     clear_global <- function() rm(list = ls(globalenv(), all.names = TRUE), envir = globalenv())
+    # One service execution in one call from Python: bind inputs, run, clear the global
+    # environment, collect the outputs (bound by the code, else by initCode, else NULL).
+    execute <- function(exprs, base, inputs, outputs) {
+        env <- new.env(parent = base)
+        if (length(inputs)) list2env(inputs, envir = env)
+        status <- run(exprs, env)
+        clear_global()
+        if (status[[1L]] != "ok") return(list(status, list()))
+        found <- lapply(outputs, function(n) {
+            if (exists(n, envir = env, inherits = FALSE)) get(n, envir = env, inherits = FALSE)
+            else if (exists(n, envir = base, inherits = FALSE)) get(n, envir = base, inherits = FALSE)
+        })
+        list(status, found)
+    }
     parse_code <- function(code) {
         tryCatch(parse(text = code, keep.source = FALSE), error = function(e) conditionMessage(e))
     }
@@ -171,6 +185,7 @@ class RShell:
         self._run_r = runner["run"]
         self._parse = runner["parse_code"]
         self._clear_global = runner["clear_global"]
+        self._execute_r = runner["execute"]
         self._new_env = ri.baseenv["new.env"]
         self._session_r = ri.evalr(_R_SESSION)
         self.session_open = False
@@ -253,25 +268,27 @@ class RShell:
             return self._failure(f"inputs are not valid JSON: {exc}"), [b"{}"]
         if not isinstance(raw, dict):
             return self._failure("inputs must be a JSON object"), [b"{}"]
-        env = self._new_env(parent=service.base)
+        names, bound = [], []
         for name, type_name in service.inputs:
             if name not in raw:
                 continue
             try:
-                env[name] = self.r_values.to_r(type_name, raw[name])
+                bound.append(self.r_values.to_r(type_name, raw[name]))
             except (values.ValueError_, ValueError, TypeError, OverflowError) as exc:
                 return self._failure(f"input '{name}' ({type_name}): {exc}"), [b"{}"]
+            names.append(name)
+        inputs = self.ri.ListSexpVector(bound)
+        if names:
+            inputs.do_slot_assign("names", self.ri.StrSexpVector(names))
+        output_names = self.ri.StrSexpVector([name for name, _ in service.outputs])
         self.console.clear()
-        before = service.files
-        ok, error = self._run(service.code, env)
-        self._clear_global()  # `<<-` and assign(envir = globalenv()) must not reach the next request
-        after = workdir.listing(self.root)
-        changed = workdir.changed(before, after)
+        ok, error, found = self._execute(service.code, service.base, inputs, output_names)
+        changed = workdir.changed(service.files, workdir.listing(self.root))
         outputs: dict[str, Any] = {}
         if ok:
-            for name, type_name in service.outputs:
+            for (name, type_name), value in zip(service.outputs, found, strict=True):
                 try:
-                    outputs[name] = self.r_values.from_r(type_name, self._lookup(name, env, service.base))
+                    outputs[name] = self.r_values.from_r(type_name, value)
                 except Exception as exc:  # any value R code can leave must fail cleanly, naming the output
                     ok, error = False, f"output '{name}' ({type_name}): {exc}"
                     break
@@ -453,14 +470,22 @@ class RShell:
         self.console.clear()
         return text
 
-    def _lookup(self, name: str, env: Any, base: Any) -> Any:
-        """An output: bound by the code, else by initCode; NULL when neither bound it."""
-        for scope in (env, base):
-            try:
-                return scope[name]
-            except KeyError:
-                continue
-        return self.ri.NULL
+    def _execute(self, exprs: Any, base: Any, inputs: Any, outputs: Any) -> tuple[bool, str, list[Any]]:
+        """Run a service's code with its inputs; (ok, error, output values in declared order)."""
+        self.executing = True
+        try:
+            status, found = self._execute_r(exprs, base, inputs, outputs)
+        except self.ri.embedded.RRuntimeError as exc:  # an interrupt or error escaping the handlers
+            self._clear_global()
+            return False, str(exc).strip() or "R evaluation failed", []
+        finally:
+            self.executing = False
+            self.rlib.R_interrupts_pending = 0
+            if os.getcwd() != self.root:  # setwd() in user code
+                os.chdir(self.root)
+        if status[0] != "ok":
+            return False, str(status[1]), []
+        return True, "", list(found)
 
     def _run(self, exprs: Any, env: Any) -> tuple[bool, str]:
         self.executing = True

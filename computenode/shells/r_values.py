@@ -54,7 +54,8 @@ class _Helpers:
         self.as_character = ri.baseenv["as.character"]
         self.as_posixct = ri.baseenv["as.POSIXct"]
         self.r_class = ri.baseenv["class"]
-        self.na_real = float(ri.NA_Real)  # a NaN whose payload R reads as NA
+        self.na_real = float(ri.NA_Real)
+        self.rlib = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib  # a NaN whose payload R reads as NA
 
 
 _helpers: list[_Helpers] = []  # filled by setup(); one R per process
@@ -318,7 +319,15 @@ def _frame_columns(sexp: Any) -> dict[str, list[Any]]:
     return columns
 
 
+def _bare(sexp: Any) -> bool:
+    """No attributes at all (no class, names or dim): one C call instead of listing them."""
+    rlib = _h().rlib
+    return bool(rlib.ATTRIB(sexp.__sexp__._cdata) == rlib.R_NilValue)
+
+
 def _classes(sexp: Any) -> tuple[str, ...]:
+    if _bare(sexp):
+        return ()
     attr = sexp.do_slot("class") if "class" in sexp.list_attrs() else None
     return tuple(attr) if attr is not None else ()
 
@@ -328,13 +337,13 @@ def _is_data_frame(sexp: Any) -> bool:
 
 
 def _names(sexp: Any) -> list[str] | None:
-    if "names" not in sexp.list_attrs():
+    if _bare(sexp) or "names" not in sexp.list_attrs():
         return None
     return [str(n) for n in sexp.do_slot("names")]
 
 
 def _dim(sexp: Any) -> list[int] | None:
-    if "dim" not in sexp.list_attrs():
+    if _bare(sexp) or "dim" not in sexp.list_attrs():
         return None
     return [int(d) for d in sexp.do_slot("dim")]
 
