@@ -52,6 +52,7 @@ class DedicatedPool:
     definition: pb.ServiceDefinition
     runtime: str
     pool: ShellPool
+    owner: str = ""
 
     def state(self) -> ppb.ServicePoolState:
         f = self.pool.figures()
@@ -61,6 +62,7 @@ class DedicatedPool:
             initial_size=f.initial_size,
             figures=pool_status(self.runtime, f, service=service_id(self.definition.key)),
             ready=f.idle + f.active >= f.initial_size,
+            owner=self.owner,
         )
 
 
@@ -96,7 +98,9 @@ class DedicatedPools:
     def states(self) -> list[ppb.ServicePoolState]:
         return [p.state() for p in self._pools.values()]
 
-    async def apply(self, definition: pb.ServiceDefinition, initial_size: int, max_size: int) -> DedicatedPool:
+    async def apply(
+        self, definition: pb.ServiceDefinition, initial_size: int, max_size: int, owner: str = ""
+    ) -> DedicatedPool:
         """Create the pool of this service version, or update its definition and sizes."""
         runtime = RUNTIME_NAMES.get(definition.runtime)
         if runtime is None:
@@ -113,11 +117,12 @@ class DedicatedPools:
         if current is None:
             config = dataclasses.replace(self._configs[runtime], initial_size=initial_size, max_size=max_size)
             pool = ShellPool(self._specs[runtime], config, self._root, prepare=self._preloader(sid))
-            current = self._pools[sid] = DedicatedPool(definition, runtime, pool)
+            current = self._pools[sid] = DedicatedPool(definition, runtime, pool, owner)
             await current.pool.start()
             logger.info("dedicated %s pool for %s: initial %d, max %d", runtime, sid, initial_size, max_size)
             return current
         current.definition = definition
+        current.owner = owner
         current.pool.resize(initial_size, max_size)
         return current
 

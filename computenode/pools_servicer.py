@@ -16,7 +16,7 @@ class PoolsServicer(ppb_grpc.PoolsServicer):
     async def SetServicePool(
         self, request: ppb.SetServicePoolRequest, context: grpc.aio.ServicerContext
     ) -> ppb.ServicePoolState:
-        pool = await self._pools.apply(request.service, request.initial_size, request.max_size)
+        pool = await self._pools.apply(request.service, request.initial_size, request.max_size, request.owner)
         return pool.state()
 
     async def DeleteServicePool(

@@ -25,25 +25,25 @@ _sym_db = _symbol_database.Default()
 from common.pb import compute_pb2 as o16n_dot_compute_dot_v1_dot_compute__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bo16n/compute/v1/pools.proto\x12\x0fo16n.compute.v1\x1a\x1do16n/compute/v1/compute.proto\"t\n\x15SetServicePoolRequest\x12\x33\n\x07service\x18\x01 \x01(\x0b\x32\".o16n.compute.v1.ServiceDefinition\x12\x14\n\x0cinitial_size\x18\x02 \x01(\r\x12\x10\n\x08max_size\x18\x03 \x01(\r\"\x8e\x01\n\x10ServicePoolState\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x13\n\x0bservice_key\x18\x02 \x01(\t\x12\x14\n\x0cinitial_size\x18\x03 \x01(\r\x12,\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\x12\r\n\x05ready\x18\x05 \x01(\x08\".\n\x18\x44\x65leteServicePoolRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteServicePoolReply\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x19\n\x17ListServicePoolsRequest\"I\n\x15ListServicePoolsReply\x12\x30\n\x05pools\x18\x01 \x03(\x0b\x32!.o16n.compute.v1.ServicePoolState2\xb3\x02\n\x05Pools\x12[\n\x0eSetServicePool\x12&.o16n.compute.v1.SetServicePoolRequest\x1a!.o16n.compute.v1.ServicePoolState\x12g\n\x11\x44\x65leteServicePool\x12).o16n.compute.v1.DeleteServicePoolRequest\x1a\'.o16n.compute.v1.DeleteServicePoolReply\x12\x64\n\x10ListServicePools\x12(.o16n.compute.v1.ListServicePoolsRequest\x1a&.o16n.compute.v1.ListServicePoolsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bo16n/compute/v1/pools.proto\x12\x0fo16n.compute.v1\x1a\x1do16n/compute/v1/compute.proto\"\x83\x01\n\x15SetServicePoolRequest\x12\x33\n\x07service\x18\x01 \x01(\x0b\x32\".o16n.compute.v1.ServiceDefinition\x12\x14\n\x0cinitial_size\x18\x02 \x01(\r\x12\x10\n\x08max_size\x18\x03 \x01(\r\x12\r\n\x05owner\x18\x04 \x01(\t\"\x9d\x01\n\x10ServicePoolState\x12\x12\n\nservice_id\x18\x01 \x01(\t\x12\x13\n\x0bservice_key\x18\x02 \x01(\t\x12\x14\n\x0cinitial_size\x18\x03 \x01(\r\x12,\n\x07\x66igures\x18\x04 \x01(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\r\n\x05owner\x18\x06 \x01(\t\".\n\x18\x44\x65leteServicePoolRequest\x12\x12\n\nservice_id\x18\x01 \x01(\t\")\n\x16\x44\x65leteServicePoolReply\x12\x0f\n\x07\x65xisted\x18\x01 \x01(\x08\"\x19\n\x17ListServicePoolsRequest\"I\n\x15ListServicePoolsReply\x12\x30\n\x05pools\x18\x01 \x03(\x0b\x32!.o16n.compute.v1.ServicePoolState2\xb3\x02\n\x05Pools\x12[\n\x0eSetServicePool\x12&.o16n.compute.v1.SetServicePoolRequest\x1a!.o16n.compute.v1.ServicePoolState\x12g\n\x11\x44\x65leteServicePool\x12).o16n.compute.v1.DeleteServicePoolRequest\x1a\'.o16n.compute.v1.DeleteServicePoolReply\x12\x64\n\x10ListServicePools\x12(.o16n.compute.v1.ListServicePoolsRequest\x1a&.o16n.compute.v1.ListServicePoolsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'o16n.compute.v1.pools_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SETSERVICEPOOLREQUEST']._serialized_start=79
-  _globals['_SETSERVICEPOOLREQUEST']._serialized_end=195
-  _globals['_SERVICEPOOLSTATE']._serialized_start=198
-  _globals['_SERVICEPOOLSTATE']._serialized_end=340
-  _globals['_DELETESERVICEPOOLREQUEST']._serialized_start=342
-  _globals['_DELETESERVICEPOOLREQUEST']._serialized_end=388
-  _globals['_DELETESERVICEPOOLREPLY']._serialized_start=390
-  _globals['_DELETESERVICEPOOLREPLY']._serialized_end=431
-  _globals['_LISTSERVICEPOOLSREQUEST']._serialized_start=433
-  _globals['_LISTSERVICEPOOLSREQUEST']._serialized_end=458
-  _globals['_LISTSERVICEPOOLSREPLY']._serialized_start=460
-  _globals['_LISTSERVICEPOOLSREPLY']._serialized_end=533
-  _globals['_POOLS']._serialized_start=536
-  _globals['_POOLS']._serialized_end=843
+  _globals['_SETSERVICEPOOLREQUEST']._serialized_start=80
+  _globals['_SETSERVICEPOOLREQUEST']._serialized_end=211
+  _globals['_SERVICEPOOLSTATE']._serialized_start=214
+  _globals['_SERVICEPOOLSTATE']._serialized_end=371
+  _globals['_DELETESERVICEPOOLREQUEST']._serialized_start=373
+  _globals['_DELETESERVICEPOOLREQUEST']._serialized_end=419
+  _globals['_DELETESERVICEPOOLREPLY']._serialized_start=421
+  _globals['_DELETESERVICEPOOLREPLY']._serialized_end=462
+  _globals['_LISTSERVICEPOOLSREQUEST']._serialized_start=464
+  _globals['_LISTSERVICEPOOLSREQUEST']._serialized_end=489
+  _globals['_LISTSERVICEPOOLSREPLY']._serialized_start=491
+  _globals['_LISTSERVICEPOOLSREPLY']._serialized_end=564
+  _globals['_POOLS']._serialized_start=567
+  _globals['_POOLS']._serialized_end=874
 # @@protoc_insertion_point(module_scope)

@@ -8,28 +8,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SetServicePoolRequest(_message.Message):
-    __slots__ = ("service", "initial_size", "max_size")
+    __slots__ = ("service", "initial_size", "max_size", "owner")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     INITIAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     service: _compute_pb2.ServiceDefinition
     initial_size: int
     max_size: int
-    def __init__(self, service: _Optional[_Union[_compute_pb2.ServiceDefinition, _Mapping]] = ..., initial_size: _Optional[int] = ..., max_size: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, service: _Optional[_Union[_compute_pb2.ServiceDefinition, _Mapping]] = ..., initial_size: _Optional[int] = ..., max_size: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class ServicePoolState(_message.Message):
-    __slots__ = ("service_id", "service_key", "initial_size", "figures", "ready")
+    __slots__ = ("service_id", "service_key", "initial_size", "figures", "ready", "owner")
     SERVICE_ID_FIELD_NUMBER: _ClassVar[int]
     SERVICE_KEY_FIELD_NUMBER: _ClassVar[int]
     INITIAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     FIGURES_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     service_id: str
     service_key: str
     initial_size: int
     figures: _compute_pb2.PoolStatus
     ready: bool
-    def __init__(self, service_id: _Optional[str] = ..., service_key: _Optional[str] = ..., initial_size: _Optional[int] = ..., figures: _Optional[_Union[_compute_pb2.PoolStatus, _Mapping]] = ..., ready: _Optional[bool] = ...) -> None: ...
+    owner: str
+    def __init__(self, service_id: _Optional[str] = ..., service_key: _Optional[str] = ..., initial_size: _Optional[int] = ..., figures: _Optional[_Union[_compute_pb2.PoolStatus, _Mapping]] = ..., ready: _Optional[bool] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class DeleteServicePoolRequest(_message.Message):
     __slots__ = ("service_id",)

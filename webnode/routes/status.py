@@ -49,6 +49,19 @@ async def _node(state: NodeState) -> dict[str, Any]:
         if pool.unavailable_reason:
             details[f"{prefix}Unavailable"] = pool.unavailable_reason
             warn = True
+    details["servicePools"] = [
+        {
+            "service": pool.service,
+            "runtime": _PREFIX.get(pool.runtime, "unknown"),
+            "initialPoolSize": pool.initial_size,
+            "maxPoolSize": pool.max_size,
+            "currentPoolSize": pool.current_size,
+            "activeShellCount": pool.active,
+            "idleShellCount": pool.idle,
+            "queuedRequestCount": pool.queued,
+        }
+        for pool in status.service_pools
+    ]
     details["loadedServices"] = status.loaded_services
     return _component("warn" if warn else "pass", details)
 
