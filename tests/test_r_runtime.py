@@ -53,6 +53,7 @@ async def test_console_output_in_order_and_error_with_traceback(server: WebNode,
 print("first")
 cat("second\\n")
 message("third")
+cat("to stderr\\n", file = stderr())
 warning("fourth")
 x <- 42
 x
@@ -68,7 +69,7 @@ cat("never\\n")
     assert result["errorMessage"] == "fifth: 2"
     assert result["outputParameters"] == {}
     assert result["consoleOutput"] == (
-        '[1] "first"\nsecond\nthird\nWarning message:\nfourth\n[1] 42\n'
+        '[1] "first"\nsecond\nthird\nto stderr\nWarning message:\nfourth\n[1] 42\n'
         "Error in f(2) : fifth: 2\n"
         "Traceback (most recent call first):\n"
         '3: stop("fifth: ", x)\n2: f(2)\n1: g()\n'

@@ -130,6 +130,7 @@ when <- as.POSIXct("2020-01-02 03:04:05", tz = "UTC")
 frame <- data.frame(f = factor(c("a", "b")), d = as.Date(c("2020-02-29", "2021-12-31")),
                     t = as.POSIXct(c("2020-01-02 03:04:05", NA), tz = "UTC"), stringsAsFactors = TRUE)
 level <- f[2]
+odd <- c(NaN, Inf, -Inf, NA, 1)
 """
     definition = {
         "code": code,
@@ -140,12 +141,14 @@ level <- f[2]
             {"name": "when", "type": "character"},
             {"name": "frame", "type": "data.frame"},
             {"name": "level", "type": "character"},
+            {"name": "odd", "type": "vector"},
         ],
     }
     name = await publish(server, http, definition)
     status, result = await consume(server, http, name, {})
     assert status == 200 and result["success"], result
     assert result["outputParameters"] == {
+        "odd": [None, None, None, None, 1],
         "f": ["lo", "hi", None, "lo"],
         "days": ["2020-01-02", None, "1969-12-31"],
         "when": "2020-01-02T03:04:05+00:00",
