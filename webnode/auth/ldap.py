@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import warnings
 from dataclasses import dataclass
 
-import ldap3
-from ldap3.core.exceptions import LDAPException
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import parse_dn
+with warnings.catch_warnings():  # ldap3 uses names pyasn1 deprecated
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3
+    from ldap3.core.exceptions import LDAPException
+    from ldap3.utils.conv import escape_filter_chars
+    from ldap3.utils.dn import parse_dn
 
-from common.errors import Unavailable
+from common.errors import AppError, Unavailable
 from webnode.settings import WebNodeSettings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +61,7 @@ class LdapAuthenticator:
             self._server,
             user=user,
             password=password,
-            receive_timeout=self._settings.ldap_timeout,
+            receive_timeout=max(1, int(self._settings.ldap_timeout)),
             raise_exceptions=False,
         )
 
@@ -81,8 +84,10 @@ class LdapAuthenticator:
                 return DirectoryUser(name, dn, self._groups(query, dn, username, member_of))
             finally:
                 query.unbind()
-        except LDAPException as exc:
-            logger.error("LDAP error: %s", exc)
+        except AppError:
+            raise
+        except Exception as exc:  # ldap3 raises LDAPException, OSError and others on a broken directory
+            logger.error("LDAP error: %s: %s", type(exc).__name__, exc)
             raise Unavailable(f"the directory (LDAP) is unavailable: {type(exc).__name__}") from None
 
     def _find_user(self, query: ldap3.Connection, username: str) -> tuple[str, str, list[str]] | None:

@@ -1,0 +1,250 @@
+"""LDAP login against a real OpenLDAP slapd the test starts on a free port and seeds.
+
+(`make test` installs slapd and ldap-utils through scripts/install-slapd.sh.) Group -> role
+mapping per ML Server: Owner/Contributor/Reader groups, Reader declared => a user in no
+mapped group is denied; enabling LDAP disables the local admin login unless
+O16N_LOCAL_LOGIN_WITH_EXTERNAL is set.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import jwt
+import pytest
+
+with warnings.catch_warnings():  # ldap3 uses names pyasn1 deprecated
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import ldap3
+
+from tests.support import ADMIN_PASSWORD, WebNode, admin_cli, free_port, start_web_node, wait_until
+
+BASE = "dc=o16n,dc=test"
+ROOT_DN = f"cn=root,{BASE}"
+ROOT_PASSWORD = "Root-Passw0rd!"
+QUERY_DN = f"cn=query,ou=service,{BASE}"
+QUERY_PASSWORD = "Query-Passw0rd!"
+PEOPLE = {  # name: (password, groups)
+    "alice": ("Alice-Passw0rd!", ["Administrators"]),
+    "bob": ("Bob-Passw0rd!", ["RProgrammers"]),
+    "carol": ("Carol-Passw0rd!", ["App developers"]),
+    "dave": ("Dave-Passw0rd!", []),
+}
+SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
+
+
+def _slapd() -> str:
+    path = shutil.which("slapd") or "/usr/sbin/slapd"
+    if not Path(path).exists():
+        subprocess.run([str(Path(__file__).parent.parent / "scripts" / "install-slapd.sh")], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+async def slapd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A slapd with an mdb database under BASE, listening on 127.0.0.1:<free port>."""
+    workdir = tmp_path_factory.mktemp("slapd")
+    (workdir / "db").mkdir()
+    includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
+    (workdir / "slapd.conf").write_text(
+        f"""{includes}
+pidfile {workdir}/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 10485760
+suffix "{BASE}"
+rootdn "{ROOT_DN}"
+rootpw {ROOT_PASSWORD}
+directory {workdir}/db
+access to attrs=userPassword by anonymous auth by self write by * none
+access to * by users read by anonymous auth
+"""
+    )
+    url = f"ldap://127.0.0.1:{free_port()}"
+    process = _start_slapd(workdir, url)
+    await wait_until(lambda: _bound(url), timeout=30, what="slapd")
+    _seed(url)
+    yield url, process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(10)
+
+
+def _start_slapd(workdir: Path, url: str) -> subprocess.Popen[bytes]:
+    with open(workdir / "slapd.log", "wb") as log:
+        return subprocess.Popen(
+            [_slapd(), "-d", "0", "-f", str(workdir / "slapd.conf"), "-h", f"{url}/"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def _bound(url: str) -> bool:
+    connection = ldap3.Connection(ldap3.Server(url, connect_timeout=1), ROOT_DN, ROOT_PASSWORD)
+    return bool(connection.bind())
+
+
+def _seed(url: str) -> None:
+    connection = ldap3.Connection(ldap3.Server(url), ROOT_DN, ROOT_PASSWORD, auto_bind=True)
+    adds: list[tuple[str, list[str], dict[str, object]]] = [
+        (BASE, ["dcObject", "organization"], {"dc": "o16n", "o": "o16n test"}),
+        (f"ou=people,{BASE}", ["organizationalUnit"], {"ou": "people"}),
+        (f"ou=groups,{BASE}", ["organizationalUnit"], {"ou": "groups"}),
+        (f"ou=service,{BASE}", ["organizationalUnit"], {"ou": "service"}),
+        (QUERY_DN, ["person"], {"cn": "query", "sn": "query", "userPassword": QUERY_PASSWORD}),
+    ]
+    for name, (password, _) in PEOPLE.items():
+        adds.append(
+            (
+                f"cn={name},ou=people,{BASE}",
+                ["inetOrgPerson"],
+                {"cn": name, "sn": name.title(), "uid": f"{name}.uid", "userPassword": password},
+            )
+        )
+    groups: dict[str, list[str]] = {}
+    for name, (_, member_of) in PEOPLE.items():
+        for group in member_of:
+            groups.setdefault(group, []).append(f"cn={name},ou=people,{BASE}")
+    for group, members in groups.items():
+        adds.append((f"cn={group},ou=groups,{BASE}", ["groupOfNames"], {"cn": group, "member": members}))
+    for dn, classes, attributes in adds:
+        assert connection.add(dn, classes, attributes), (dn, connection.result)
+    connection.unbind()
+
+
+def _ldap_env(url: str, **extra: str) -> dict[str, str]:
+    port = url.rsplit(":", 1)[1]
+    return {
+        "O16N_LDAP_ENABLED": "true",
+        "O16N_LDAP_HOST": "127.0.0.1",
+        "O16N_LDAP_PORT": port,
+        "O16N_LDAP_QUERY_USER_DN": QUERY_DN,
+        "O16N_LDAP_QUERY_USER_PASSWORD": QUERY_PASSWORD,
+        "O16N_LDAP_SEARCH_BASE": f"ou=people,{BASE}",
+        "O16N_LDAP_SEARCH_FILTER": "(&(objectClass=inetOrgPerson)(cn={0}))",
+        "O16N_LDAP_GROUP_SEARCH_BASE": f"ou=groups,{BASE}",
+        "O16N_LDAP_TIMEOUT": "3",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+async def mapped(
+    slapd: tuple[str, subprocess.Popen[bytes]], compute_node: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[WebNode]:
+    """LDAP with all three role groups declared (so users in no mapped group are denied)."""
+    env = _ldap_env(
+        slapd[0],
+        O16N_ROLE_OWNER_GROUPS="Administrators",
+        O16N_ROLE_CONTRIBUTOR_GROUPS="RProgrammers,Quality",
+        O16N_ROLE_READER_GROUPS="App developers",
+    )
+    node = await start_web_node(tmp_path_factory.mktemp("ldap-mapped"), [compute_node], **env)
+    yield node
+    node.process.stop()
+
+
+@pytest.fixture(scope="module")
+async def unmapped(
+    slapd: tuple[str, subprocess.Popen[bytes]], compute_node: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[WebNode]:
+    """LDAP with no role groups, the unique user id attribute, and local logins kept on."""
+    env = _ldap_env(
+        slapd[0], O16N_LOCAL_LOGIN_WITH_EXTERNAL="true", O16N_LDAP_UNIQUE_USER_IDENTIFIER_ATTRIBUTE_NAME="uid"
+    )
+    node = await start_web_node(tmp_path_factory.mktemp("ldap-unmapped"), [compute_node], **env)
+    yield node
+    node.process.stop()
+
+
+async def _login(http: aiohttp.ClientSession, node: WebNode, username: str, password: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    async with http.post(f"{node.url}/login", json={"username": username, "password": password}) as resp:
+        return resp.status, await resp.json()
+
+
+def _claims(body: dict[str, object]) -> dict[str, object]:
+    return dict(jwt.decode(str(body["access_token"]), options={"verify_signature": False}))
+
+
+async def test_groups_map_to_roles(mapped: WebNode, http: aiohttp.ClientSession) -> None:
+    expected = {"alice": "Owner", "bob": "Contributor", "carol": "Reader"}
+    for name, role in expected.items():
+        status, body = await _login(http, mapped, name, PEOPLE[name][0])
+        assert status == 200, body
+        claims = _claims(body)
+        assert claims["sub"] == name and claims["role"] == role
+    # Reader is declared, so dave (in no mapped group) is denied although his password is right.
+    status, body = await _login(http, mapped, "dave", PEOPLE["dave"][0])
+    assert status == 403 and body["code"] == 403 and "no role" in body["message"]
+    code, out, _ = await admin_cli(mapped, "audit", "--action", "login", "--limit", "20")
+    assert code == 0 and "\tdave\tlogin\t-\tdenied\t" in out and "\talice\tlogin\t-\tsuccess\t" in out
+
+
+async def test_roles_apply_to_the_api(mapped: WebNode, http: aiohttp.ClientSession) -> None:
+    _, body = await _login(http, mapped, "carol", PEOPLE["carol"][0])
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    service = {
+        "code": "y = 1",
+        "runtimeType": "Python",
+        "outputParameterDefinitions": [{"name": "y", "type": "numeric"}],
+    }
+    async with http.post(f"{mapped.url}/services/ldapsvc/1.0", json=service, headers=headers) as resp:
+        assert resp.status == 403
+    async with http.get(f"{mapped.url}/services", headers=headers) as resp:
+        assert resp.status == 200
+    _, body = await _login(http, mapped, "bob", PEOPLE["bob"][0])
+    async with http.post(
+        f"{mapped.url}/services/ldapsvc/1.0", json=service, headers={"Authorization": f"Bearer {body['access_token']}"}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    # A refresh of a directory user keeps the role mapped at login.
+    async with http.post(f"{mapped.url}/login/refreshToken", json={"refreshToken": body["refresh_token"]}) as resp:
+        assert resp.status == 200
+        assert _claims(await resp.json())["role"] == "Contributor"
+
+
+async def test_wrong_password_unknown_user_and_injection_are_401(mapped: WebNode, http: aiohttp.ClientSession) -> None:
+    bodies = []
+    for username, password in (("alice", "Wrong-Passw0rd!"), ("nobody", "Wrong-Passw0rd!"), ("*", "x"), ("al*", "y")):
+        status, body = await _login(http, mapped, username, password)
+        assert status == 401, (username, body)
+        bodies.append(body)
+    assert bodies[0] == bodies[1]
+    status, body = await _login(http, mapped, "alice", "")
+    assert status == 400  # an empty password never reaches the directory (it would be an anonymous bind)
+
+
+async def test_ldap_disables_local_admin(mapped: WebNode, http: aiohttp.ClientSession) -> None:
+    status, body = await _login(http, mapped, "admin", ADMIN_PASSWORD)
+    assert status == 401 and body["code"] == 401
+
+
+async def test_no_role_groups_default_and_local_login_kept(unmapped: WebNode, http: aiohttp.ClientSession) -> None:
+    status, body = await _login(http, unmapped, "dave", PEOPLE["dave"][0])
+    assert status == 200, body
+    claims = _claims(body)
+    assert claims["role"] == "Contributor"  # no roles configured -> Contributor
+    assert claims["sub"] == "dave.uid"  # O16N_LDAP_UNIQUE_USER_IDENTIFIER_ATTRIBUTE_NAME=uid
+    status, body = await _login(http, unmapped, "admin", ADMIN_PASSWORD)
+    assert status == 200 and _claims(body)["role"] == "Owner"
+    code, out, _ = await admin_cli(unmapped, "user", "list")
+    assert code == 0 and "dave.uid\tContributor\tldap" in out
+
+
+async def test_directory_down_is_503(
+    mapped: WebNode, http: aiohttp.ClientSession, slapd: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """Runs last in this module: stops slapd."""
+    _, process = slapd
+    process.terminate()
+    process.wait(10)
+    status, body = await _login(http, mapped, "alice", PEOPLE["alice"][0])
+    assert status == 503 and body["code"] == 503 and "LDAP" in body["message"]
+    assert "Traceback" not in str(body)
