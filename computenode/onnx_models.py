@@ -151,10 +151,20 @@ class OnnxModel:
         return [rpb.ModelColumn(name=i.name, type=i.kind, shape=list(i.shape)) for i in self.inputs]
 
     def output_columns(self) -> list[rpb.ModelColumn]:
-        out = []
-        for name, onnx_type in zip(self.output_names, self.output_types, strict=True):
-            kind = _TYPES.get(onnx_type, (None, "numeric"))[1]
-            out.append(rpb.ModelColumn(name=name, type=kind))
+        """The columns of outputData, as `columns` names them (when the model's shapes say)."""
+        out: list[rpb.ModelColumn] = []
+        for output in self.session.get_outputs():
+            if output.type.startswith("seq(map"):  # ZipMap: one probability column per class label
+                out.extend(rpb.ModelColumn(name=f"{output.name}_{label}", type="numeric") for label in self.labels)
+                continue
+            kind = _TYPES.get(output.type, (None, "numeric"))[1]
+            dims = _dims(output.shape)
+            width = math.prod(dims[1:]) if len(dims) > 1 and all(d > 0 for d in dims[1:]) else 1
+            if width == 1:
+                out.append(rpb.ModelColumn(name=output.name, type=kind, shape=dims))
+                continue
+            keys = self.labels if len(self.labels) == width else range(width)
+            out.extend(rpb.ModelColumn(name=f"{output.name}_{key}", type=kind) for key in keys)
         return out
 
     def _takes(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from openapi_spec_validator import validate
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.compose import ColumnTransformer
@@ -115,6 +116,9 @@ async def test_onnx_regression_scores_like_sklearn(server: WebNode, http: aiohtt
     assert set(result) == envelope
     predicted = result["outputParameters"]["outputData"]["variable"]
     assert predicted == pytest.approx(model.predict(X_TEST).tolist(), rel=1e-5, abs=1e-5)
+    # data.frame cells are scalars: rows of values in one column are refused before the model.
+    status, error = await consume(http, server, name, {"inputData": {"X": X_TEST.tolist()}})
+    assert status == 400 and error["fields"] == "inputData"
 
 
 async def test_onnx_classifier_gives_labels_and_probabilities(server: WebNode, http: aiohttp.ClientSession) -> None:
@@ -134,6 +138,14 @@ async def test_onnx_classifier_gives_labels_and_probabilities(server: WebNode, h
     proba = model.predict_proba(frame)
     for j, label in enumerate(model.classes_):
         assert out[f"output_probability_{label}"] == pytest.approx(proba[:, j].tolist(), rel=1e-5, abs=1e-5)
+    async with http.get(f"{server.url}/api/{name}/1.0/swagger.json", headers=await server.headers(http)) as resp:
+        swagger = await resp.json()
+    validate(swagger)
+    data_in = swagger["definitions"]["InputParameters"]["properties"]["inputData"]
+    assert data_in["required"] == COLUMNS
+    assert data_in["properties"]["sepal"] == {"type": "array", "items": {"type": "number"}, "description": "numeric"}
+    data_out = swagger["definitions"]["OutputParameters"]["properties"]["outputData"]["properties"]
+    assert set(data_out) == set(out)  # the columns the service answered with
     # A single row given as scalars works too.
     status, result = await consume(http, server, name, {"inputData": {c: 0.5 for c in COLUMNS}})
     assert status == 200 and len(result["outputParameters"]["outputData"]["output_label"]) == 1
@@ -236,8 +248,13 @@ async def test_publish_rules_and_lifecycle(server: WebNode, http: aiohttp.Client
         assert resp.status == 200
         swagger = await resp.json()
     assert swagger["paths"][f"/api/{name}/1.0"]["post"]["operationId"] == "consume"
-    assert swagger["definitions"]["InputParameters"]["properties"]["inputData"]["description"] == "data.frame"
+    assert swagger["definitions"]["InputParameters"]["properties"]["inputData"]["type"] == "object"
     assert swagger["definitions"]["OutputParameters"]["properties"]["outputData"]["type"] == "object"
+    assert (
+        "3 numeric feature columns"
+        in swagger["definitions"]["InputParameters"]["properties"]["inputData"]["description"]
+    )
+    validate(swagger)
     async with http.delete(f"{server.url}/services/{name}/1.0", headers=headers) as resp:
         assert resp.status == 200
     status, body = await consume(http, server, name, input_data(X_TEST))

@@ -84,6 +84,17 @@ class RealtimeDispatcher:
                 logger.warning("loading realtime model %s failed on a node: %r", model_hash[:12], result)
         return replies[0]
 
+    async def describe(self, model_hash: str) -> rpb.LoadModelReply:
+        """What a model takes and gives, from a compute node that holds it (loading it there if needed)."""
+        candidates = self._cluster.candidates()
+        if not candidates:
+            raise Unavailable("no compute node is available")
+        client = candidates[0].client
+        try:
+            return await self._load(client, model_hash, b"")
+        except ServiceNotLoaded:
+            return await self._load(client, model_hash, await self._models.get(model_hash))
+
     async def unload_everywhere(self, model_hash: str) -> None:
         async def unload(client: NodeClient) -> None:
             client.loaded.discard(loaded_key(model_hash))

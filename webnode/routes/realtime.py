@@ -16,11 +16,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
 
 from common.errors import Conflict, InvalidInput, PayloadTooLarge
+from common.pb import realtime_pb2 as rpb
 from webnode.auth.roles import Action, require, require_manage
 from webnode.compute.realtime import RealtimeDispatcher
 from webnode.keys import cluster_key, db_key, principal, services_key, settings_key
@@ -192,6 +194,33 @@ async def forget_model(app: web.Application, service: Service) -> None:
     digest = model_hash(service)
     if await ModelStore(app[db_key]).delete_unused(digest):
         await app[realtime_key].unload_everywhere(digest)
+
+
+_JSON_TYPES = {"numeric": "number", "integer": "integer", "character": "string", "logical": "boolean"}
+
+
+def _column(column: rpb.ModelColumn) -> dict[str, Any]:
+    items = {"type": _JSON_TYPES.get(column.type, "number")}
+    return {"type": "array", "items": items, "description": column.type}
+
+
+async def describe_columns(app: web.Application, service: Service, swagger: dict[str, Any]) -> None:
+    """Fill a realtime service's swagger `inputData`/`outputData` with the model's columns (ONNX models)."""
+    reply = await app[realtime_key].describe(model_hash(service))
+    if reply.format != "onnx":
+        return
+    definitions = swagger["definitions"]
+    data_in = definitions["InputParameters"]["properties"]["inputData"]
+    inputs = list(reply.inputs)
+    if len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] > 1:
+        width = inputs[0].shape[1]
+        data_in["description"] = f"data.frame: {width} {inputs[0].type} feature columns, in order (any names)"
+        data_in["additionalProperties"] = _column(inputs[0])
+    else:
+        data_in["properties"] = {c.name: _column(c) for c in inputs}
+        data_in["required"] = [c.name for c in inputs]
+    data_out = definitions["OutputParameters"]["properties"]["outputData"]
+    data_out["properties"] = {c.name: _column(c) for c in reply.outputs}
 
 
 async def consume_realtime(app: web.Application, service: Service, body: bytes) -> web.Response:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from webnode.auth.roles import Action, require
 from webnode.keys import principal, services_key
+from webnode.routes import realtime
 from webnode.swagger import service_swagger
 
 routes = web.RouteTableDef()
@@ -15,4 +16,7 @@ routes = web.RouteTableDef()
 async def swagger_json(request: web.Request) -> web.Response:
     require(principal(request), Action.CONSUME)
     entry = await request.app[services_key].get(request.match_info["name"], request.match_info["version"])
-    return web.json_response(service_swagger(entry.service))
+    swagger = service_swagger(entry.service)
+    if entry.service.runtime == realtime.RUNTIME:
+        await realtime.describe_columns(request.app, entry.service, swagger)
+    return web.json_response(swagger)
