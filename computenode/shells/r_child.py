@@ -523,8 +523,11 @@ def main() -> None:
     os.makedirs(root, exist_ok=True)
     os.chdir(root)
     sock = socket.socket(fileno=fd)
-    importlib.import_module("rpy2.rinterface").initr()
+    ri: Any = importlib.import_module("rpy2.rinterface")
+    ri.initr()
     RShell(sock, root).serve()
+    ri.endr(0)  # R's exit finalizers; removes its session temp directory
+    os._exit(0)  # skip interpreter finalization: collecting rpy2 objects after R ended can crash it
 
 
 if __name__ == "__main__":
