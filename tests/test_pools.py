@@ -259,3 +259,28 @@ async def test_a_compute_node_that_joins_later_gets_the_pool(tmp_path: Path, htt
         first.stop()
         if late is not None:
             late.stop()
+
+
+async def test_an_r_service_runs_in_its_dedicated_r_pool(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    definition = {
+        "runtimeType": "R",
+        "initCode": f"Sys.sleep({SLOW_INIT})\ninit_pid <- Sys.getpid()",
+        "code": "pid <- Sys.getpid()\npreloaded <- init_pid == pid",
+        "outputParameterDefinitions": [{"name": "pid", "type": "integer"}, {"name": "preloaded", "type": "logical"}],
+    }
+    name = await publish(http, server.url, auth, definition)
+    pool_url = f"{server.url}/services/{name}/1.0/pool"
+    async with http.post(pool_url, json={"InitialPoolSize": 1, "MaxPoolSize": 1}, headers=auth) as resp:
+        assert resp.status == 200, await resp.text()
+    await all_status(http, server.url, auth, name, "Success", timeout=90)
+    (figures,) = await node_pools(http, server, auth, name)
+    assert figures["runtime"] == "r"
+    started = time.monotonic()
+    async with http.post(f"{server.url}/api/{name}/1.0", json={}, headers=auth) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["success"], body
+    assert time.monotonic() - started < SLOW_INIT and body["outputParameters"]["preloaded"] is True
+    async with http.delete(pool_url, headers=auth) as resp:
+        assert resp.status == 200

@@ -433,3 +433,32 @@ def _true_when(check: Any) -> Any:
         return bool(check())
 
     return predicate
+
+
+async def test_r_quit_gives_500_json_and_the_r_shell_is_replaced(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    """On the shared node (R enabled): quit() in R ends the shell; the next R request works."""
+    ok = {
+        "runtimeType": "R",
+        "code": "pid <- Sys.getpid()",
+        "outputParameterDefinitions": [{"name": "pid", "type": "integer"}],
+    }
+    for code, says in (
+        ("quit(save = 'no', status = 3)", "exit code 3"),
+        ("tools::pskill(Sys.getpid(), 11)", "SIGSEGV"),
+    ):
+        name = unique("rcrash")
+        async with http.post(
+            f"{server.url}/services/{name}/1.0", json={"runtimeType": "R", "code": code}, headers=auth
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+        async with http.post(f"{server.url}/api/{name}/1.0", json={}, headers=auth) as resp:
+            body = await expect_error(resp, 500)
+        assert body["error"] == "shell_crashed" and says in body["message"], body
+    name = unique("rok")
+    async with http.post(f"{server.url}/services/{name}/1.0", json=ok, headers=auth) as resp:
+        assert resp.status == 201
+    async with http.post(f"{server.url}/api/{name}/1.0", json={}, headers=auth) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["success"] and body["outputParameters"]["pid"] > 0, body
