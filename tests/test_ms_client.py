@@ -95,6 +95,16 @@ out["batch_file"] = fbatch.artifact(0, "sum.txt").decode()
 batch.cancel()
 out["batch_after_cancel"] = batch.execution_id in svc.list_batch_executions()
 
+# models and objects: uploaded to a session, snapshotted, published; the snapshot is deleted at once
+svc3 = (client.service(name + "m").version("1.0").code_str("result = x * coef + len(words)")
+        .inputs(x=float).outputs(result=float).models(coef=3.0).objects(words=["a", "b"]).deploy())
+out["model"] = svc3.consume(2.0).output("result")
+# a description-only redeploy sends the snapshot of an empty session: the objects stay
+svc3 = client.redeploy_service(name + "m", version="1.0", description="new description")
+out["model_after_redeploy"] = svc3.consume(2.0).output("result")
+out["model_description"] = client.get_service(name + "m", version="1.0").capabilities()["description"]
+out["deleted_m"] = client.delete_service(name + "m", version="1.0")
+
 # redeploy with a version, then delete
 svc = client.redeploy_service(name, version="1.0", code_str="result = x * y",
                               inputs={"x": float, "y": float}, outputs={"result": float})
@@ -142,7 +152,7 @@ async def test_microsoft_client_flows(server: WebNode, tmp_path: Path) -> None:
     assert out["fn_total"] == 103
     assert out["fn_artifact"] == "103"
     assert out["fn_error"] == ""
-    assert out["listed"] == [name, name + "fn"]
+    assert out["listed"] == [name, name + "fn"]  # the models service is published later
     assert out["versions"] == ["1.0"]
     assert out["get_version"] == "1.0"
     assert out["batch_state"] == "Complete"
@@ -151,6 +161,10 @@ async def test_microsoft_client_flows(server: WebNode, tmp_path: Path) -> None:
     assert out["batch_files"] == ["sum.txt"]
     assert out["batch_file"] == "102"
     assert out["batch_after_cancel"] is False
+    assert out["model"] == 8.0
+    assert out["model_after_redeploy"] == 8.0
+    assert out["model_description"] == "new description"
+    assert out["deleted_m"] is True
     assert out["redeployed"] == 12.0
     assert out["deleted"] is True and out["deleted_fn"] is True
     assert out["get_after_delete"] != "found"

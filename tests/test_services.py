@@ -466,3 +466,67 @@ async def test_failing_code_and_bad_outputs_report_success_false(
     # The shell recovers: a good service still works afterwards.
     name = await publish(http, server, auth, ADD)
     assert (await consume(http, server, auth, name, {"x": 1, "y": 2}))["outputParameters"] == {"result": 3}
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+async def _snapshot(http: aiohttp.ClientSession, server: WebNode, auth: dict[str, str], code: str) -> str:
+    async with http.post(f"{server.url}/sessions", json={"runtimeType": "Python"}, headers=auth) as resp:
+        assert resp.status in (200, 201), await resp.text()
+        session = (await resp.json())["sessionId"]
+    try:
+        async with http.post(f"{server.url}/sessions/{session}/execute", json={"code": code}, headers=auth) as resp:
+            assert (await resp.json())["success"] is True
+        async with http.post(f"{server.url}/sessions/{session}/snapshot", json={"name": "s"}, headers=auth) as resp:
+            assert resp.status in (200, 201), await resp.text()
+            return str((await resp.json())["snapshotId"])
+    finally:
+        async with http.delete(f"{server.url}/sessions/{session}", headers=auth):
+            pass
+
+
+async def test_a_service_keeps_its_own_copy_of_the_snapshot(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    code = "import numpy as np\nweights = np.array([1.0, 2.0])\nwith open('bias.txt', 'w') as f:\n    f.write('0.5')"
+    snapshot = await _snapshot(http, server, auth, code)
+    definition = {
+        "runtimeType": "Python",
+        "snapshotId": snapshot,
+        "initCode": "bias = float(open('bias.txt').read())",
+        "code": "result = float(weights @ [x, x]) + bias",
+        "inputParameterDefinitions": [{"name": "x", "type": "numeric"}],
+        "outputParameterDefinitions": [{"name": "result", "type": "numeric"}],
+    }
+    name = await publish(http, server, auth, definition)
+    async with http.delete(f"{server.url}/snapshots/{snapshot}", headers=auth) as resp:
+        assert resp.status == 200  # Microsoft's client deletes it right after publishing
+    result = await consume(http, server, auth, name, {"x": 2})
+    assert result["outputParameters"] == {"result": 6.5}, result
+    async with http.get(f"{server.url}/services/{name}/1.0", headers=auth) as resp:
+        own = (await resp.json())["snapshotId"]
+    assert own and own != snapshot
+    async with http.get(f"{server.url}/snapshots", headers=auth) as resp:
+        assert own not in {s.get("id") for s in await resp.json()}  # the copy is the service's, not the user's
+    # A new snapshot through PATCH replaces the objects; an empty session's snapshot leaves them alone.
+    replacement = await _snapshot(
+        http, server, auth, "import numpy as np\nweights = np.array([10.0, 0.0])\nopen('bias.txt', 'w').write('1')"
+    )
+    async with http.patch(f"{server.url}/services/{name}/1.0", json={"snapshotId": replacement}, headers=auth) as r:
+        assert r.status == 200
+    assert (await consume(http, server, auth, name, {"x": 2}))["outputParameters"] == {"result": 21.0}
+    # (binds no name; removes a file an earlier session may have left in a reused working directory)
+    empty = await _snapshot(
+        http, server, auth, "__import__('os').path.exists('bias.txt') and __import__('os').remove('bias.txt')"
+    )
+    async with http.patch(f"{server.url}/services/{name}/1.0", json={"snapshotId": empty}, headers=auth) as resp:
+        assert resp.status == 200
+    assert (await consume(http, server, auth, name, {"x": 2}))["outputParameters"] == {"result": 21.0}
+    for bad in ("no-such-snapshot", snapshot):  # unknown, or already deleted
+        async with http.post(
+            f"{server.url}/services/{unique('snap')}/1.0", json={**definition, "snapshotId": bad}, headers=auth
+        ) as resp:
+            await expect_error(resp, 400, field="snapshotId")
+        async with http.patch(f"{server.url}/services/{name}/1.0", json={"snapshotId": bad}, headers=auth) as resp:
+            await expect_error(resp, 400, field="snapshotId")

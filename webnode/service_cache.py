@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from common.pb import compute_pb2 as pb
 from webnode.coord.base import RESYNC, Coordinator
+from webnode.service_snapshots import python_prelude
 from webnode.store.services import Service, ServiceStore
 
 CHANNEL = "services"
@@ -23,12 +24,16 @@ class CachedService:
     definition: pb.ServiceDefinition
 
 
-def to_definition(service: Service) -> pb.ServiceDefinition:
+def to_definition(service: Service, snapshot: bytes | None = None) -> pb.ServiceDefinition:
+    """What compute nodes run; a Python service's own snapshot is restored before its initCode."""
+    init_code = service.init_code
+    if snapshot is not None and service.runtime == "Python":
+        init_code = python_prelude(snapshot) + init_code
     return pb.ServiceDefinition(
         key=service.key,
         runtime=_RUNTIMES.get(service.runtime, pb.RUNTIME_UNSPECIFIED),
         code=service.code,
-        init_code=service.init_code,
+        init_code=init_code,
         inputs=[pb.Parameter(name=p.name, type=p.type) for p in service.inputs],
         outputs=[pb.Parameter(name=p.name, type=p.type) for p in service.outputs],
         output_file_names=list(service.output_files),
@@ -57,7 +62,10 @@ class ServiceCache:
         if entry is None:
             generation = self._generation
             service = await self.store.get(name, version)
-            entry = CachedService(service, to_definition(service))
+            snapshot = None
+            if service.snapshot_id and service.runtime == "Python":
+                snapshot = await self.store.snapshot_content(service.snapshot_id)
+            entry = CachedService(service, to_definition(service, snapshot))
             if generation == self._generation:
                 self._entries[(name, version)] = entry
         return entry

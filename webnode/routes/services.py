@@ -9,15 +9,18 @@ import uuid
 from aiohttp import web
 
 from common.errors import Conflict, InvalidInput, NotFound
+from webnode import service_snapshots
 from webnode.auth.roles import Action, can_manage, require, require_manage
 from webnode.keys import db_key, principal, services_key, settings_key
 from webnode.routes import realtime
 from webnode.routes.batch import batch_key
 from webnode.schemas import ParameterDefinition, PublishRequest, check_name, read_model, service_json
 from webnode.store.services import Parameter, Service
+from webnode.store.snapshots import SnapshotStore
 
 routes = web.RouteTableDef()
 SERVICE_OWNER = "o16n-service:"  # owner of the snapshot copies services keep (no user has this name)
+_SMALL = 64 * 1024  # snapshots up to this size are checked for emptiness
 
 
 def _permission(request: web.Request, service: Service) -> str:
@@ -65,15 +68,19 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
     return service
 
 
-async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, version: str) -> str:
-    """Copy the caller's snapshot for the service to own: the client deletes the original right after."""
-    from webnode.store.snapshots import SnapshotStore  # the sessions feature's store
+async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, version: str) -> str | None:
+    """Copy the caller's snapshot for the service to own: the client deletes the original right after.
 
+    None for the snapshot of an empty session (Microsoft's client sends one with every publish
+    and with metadata-only redeploys): the service keeps the objects it has.
+    """
     snapshots = SnapshotStore(request.app[db_key])
     try:
-        await snapshots.get(snapshot_id, owner=principal(request).username)
+        record = await snapshots.get(snapshot_id, owner=principal(request).username)
     except NotFound:
         raise InvalidInput(f"snapshot '{snapshot_id}' not found", field="snapshotId") from None
+    if record.content_size <= _SMALL and service_snapshots.is_empty(await snapshots.read_content(snapshot_id)):
+        return None
     copy = await snapshots.copy_snapshot(
         snapshot_id, str(uuid.uuid4()), owner=f"{SERVICE_OWNER}{name}/{version}", name=f"{name}/{version}"
     )
@@ -82,8 +89,6 @@ async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, versi
 
 async def _drop_snapshot(request: web.Request, service: Service) -> None:
     if service.snapshot_id:
-        from webnode.store.snapshots import SnapshotStore
-
         await SnapshotStore(request.app[db_key]).delete(service.snapshot_id)
 
 
@@ -159,7 +164,9 @@ async def patch_service(request: web.Request) -> web.Response:
     body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
     changes = _changes(current, body)
     if body.snapshotId:
-        changes["snapshot_id"] = await _own_snapshot(request, body.snapshotId, name, version)
+        own = await _own_snapshot(request, body.snapshotId, name, version)
+        if own is not None:
+            changes["snapshot_id"] = own
     updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]
     await cache.store.replace(updated)
     await cache.changed(name, version)
