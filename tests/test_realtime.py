@@ -20,7 +20,15 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tests.support import WebNode, unique
+from tests.support import (
+    WebNode,
+    grpc_serving,
+    spawn,
+    start_compute_node,
+    start_web_node,
+    unique,
+    wait_until,
+)
 from tests.test_services import create_user
 
 COLUMNS = ["sepal", "petal", "width"]
@@ -397,3 +405,36 @@ async def test_versions_sharing_a_model_and_deletion(server: WebNode, http: aioh
     assert (await publish(http, server, f"/realtime-services/{first}/1.0", onx))[0] == 201
     status, result = await consume(http, server, first, input_data(X_TEST))
     assert status == 200, result
+
+
+async def test_restarted_compute_node_gets_the_model_from_the_store(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    env = {"O16N_R_ENABLED": "false", "O16N_PYTHON_POOL_INITIAL_SIZE": "0", "O16N_PYTHON_POOL_MAX_SIZE": "1"}
+    compute, uri = await start_compute_node(tmp_path / "compute", **env)
+    web = await start_web_node(tmp_path / "web", [uri])
+    try:
+        model, onx = linear(4.0)
+        name = unique("restart")
+        assert (await publish(http, web, f"/realtime-services/{name}/1.0", onx))[0] == 201
+        assert (await consume(http, web, name, input_data(X_TEST)))[0] == 200
+        compute.stop()
+        target = uri.removeprefix("http://")
+        settings = {
+            **env,
+            "O16N_COMPUTE_HOST": "127.0.0.1",
+            "O16N_COMPUTE_PORT": target.rsplit(":", 1)[1],
+            "O16N_DATA_DIR": str(tmp_path / "compute2"),
+        }
+        compute = spawn("computenode", "computenode", settings, tmp_path / "compute2")
+        await wait_until(lambda: grpc_serving(target), timeout=90, what="restarted compute node", process=compute)
+
+        async def scored() -> list[float] | None:
+            status, result = await consume(http, web, name, input_data(X_TEST))
+            return list(result["outputParameters"]["outputData"]["variable"]) if status == 200 else None
+
+        predicted = await wait_until(scored, timeout=30, what="scoring on the restarted node")
+        assert predicted == pytest.approx(model.predict(X_TEST).tolist(), rel=1e-5, abs=1e-5)
+    finally:
+        web.process.stop()
+        compute.stop()
