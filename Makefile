@@ -10,7 +10,7 @@ MSCLIENT_PYTHON ?= python3.11
 MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime clean deploy-lint
+.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint
 
 all: lint typecheck test
 
@@ -76,6 +76,10 @@ bench: $(RSTAMP) services
 # Realtime (ONNX) services against onnxruntime in a bare handler and a standard Python service.
 bench-realtime: $(STAMP) services
 	$(PY) -m tests.bench.realtime
+
+# R vs Python shells: x + y p50/p99, 10,000-row data.frame round trip, shell cold start.
+bench-runtimes: $(RSTAMP) services
+	$(PY) -m tests.bench.runtimes
 
 clean:
 	rm -rf $(VENV) .o16n build *.egg-info .pytest_cache .mypy_cache .ruff_cache
