@@ -93,6 +93,8 @@ class SessionRegistry:
         return self._cache
 
     def start(self) -> None:
+        # Sessions do not survive a restart: drop what an earlier run left behind.
+        shutil.rmtree(self._root, ignore_errors=True)
         self._root.mkdir(parents=True, exist_ok=True)
         self._reaper = asyncio.get_running_loop().create_task(self._reap_idle())
 
@@ -173,9 +175,22 @@ class SessionRegistry:
     async def _request(
         self, session: Session, header: dict[str, Any], *blobs: bytes, timeout: float | None = SHELL_OP_TIMEOUT
     ) -> tuple[dict[str, Any], list[bytes]]:
-        """One request to the session's shell; its death closes the session (Gone)."""
+        """One request to the session's shell; its death closes the session (Gone).
+
+        If the caller is cancelled (the web node gave up), the shell still answers: that answer
+        is read before the cancellation goes on, so the session's lock and busy flag stay held
+        until then and the next request never reads a stale reply.
+        """
+        task = asyncio.ensure_future(session.shell.request(header, *blobs, timeout=timeout))
         try:
-            reply, out = await session.shell.request(header, *blobs, timeout=timeout)
+            reply, out = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            while not task.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({task})
+            if not task.cancelled() and isinstance(task.exception(), ShellCrashed | Timeout):
+                self._drop(session)
+            raise
         except (ShellCrashed, Timeout) as exc:
             self._drop(session)
             raise Gone(f"session {session.id} is gone: {exc.message}") from None

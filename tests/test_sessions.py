@@ -604,3 +604,30 @@ async def test_r_cancel_and_console(server: WebNode, http: aiohttp.ClientSession
     finally:
         async with http.delete(f"{server.url}/sessions/{sid}/force", headers=auth):
             pass
+
+
+async def test_web_node_giving_up_leaves_the_session_consistent(
+    tmp_path: Path, compute_node: str, http: aiohttp.ClientSession
+) -> None:
+    """The web node times out an execution (504); the shell's late answer is not served to the next call."""
+    web = await start_web_node(tmp_path / "web", [compute_node], O16N_COMPUTE_TIMEOUT="1.5")
+    try:
+        auth = await web.headers(http)
+        sid = await new_session(web, http, auth)
+        code = "import time\ntime.sleep(3)\nx = 'late'"
+        async with http.post(f"{web.url}/sessions/{sid}/execute", json={"code": code}, headers=auth) as resp:
+            assert resp.status == 504
+            assert_error(await resp.json(), 504)
+
+        async def answered() -> dict[str, object] | None:
+            async with http.post(
+                f"{web.url}/sessions/{sid}/execute",
+                json={"code": "y = 'next'", "outputParameters": ["x", "y"]},
+                headers=auth,
+            ) as resp:
+                return await resp.json() if resp.status == 200 else None  # 409 while the late one runs
+
+        result = await wait_until(answered, timeout=15, what="the session to be free again")
+        assert result["outputParameters"] == [{"name": "x", "value": "late"}, {"name": "y", "value": "next"}]
+    finally:
+        web.process.stop()

@@ -136,6 +136,8 @@ class SessionGateway:
                 if _node_gone(exc):
                     state.healthy = False
                     continue
+                if isinstance(last, Unavailable):
+                    continue  # this node lacks the runtime or a free shell: try the next one
                 raise last from None
             record = SessionRecord(id=session_id, owner=owner, name=name, runtime=runtime, node_uri=uri)
             try:

@@ -167,7 +167,8 @@ async def create_session(request: web.Request) -> web.Response:
         snapshot = await snapshots.get(body.snapshotId, who.username)
         if snapshot.runtime != runtime:
             raise InvalidInput(
-                f"snapshot '{snapshot.id}' is a {snapshot.runtime} snapshot; it cannot start a {runtime} session",
+                f"snapshot '{snapshot.id}' is a {snapshot.runtime} snapshot; it cannot start a session of runtime "
+                f"{runtime}",
                 field="snapshotId",
             )
     gateway = request.app[gateway_key]
