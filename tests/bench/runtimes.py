@@ -5,6 +5,7 @@ the HTTP API, sequentially (one request in flight):
 - per-call latency of a warm `x + y` service in each runtime (p50/p99 of --calls calls);
 - a 10,000-row data.frame round trip (4 columns: double with NA, integer, string, logical);
 - shell cold start (spawn to first answer) of each runtime, on a bare ShellProcess.
+Calls alternate between the runtimes, so a busy machine slows both alike.
 Prints a markdown table. Loopback only.
 """
 
@@ -24,6 +25,7 @@ from computenode.shells.process import PYTHON, R, ShellProcess, ShellSpec
 from tests.support import login, start_compute_node, start_web_node, unique
 
 ROWS = 10_000
+RUNTIMES = ("Python", "R")
 ADD = {"R": "result <- x + y", "Python": "result = x + y"}
 ECHO = {"R": "out <- d", "Python": "out = d"}
 
@@ -62,6 +64,18 @@ async def timed_calls(
     return samples
 
 
+async def alternating(
+    http: aiohttp.ClientSession, endpoints: dict[str, str], headers: dict[str, str], body: bytes, n: int, warmup: int
+) -> dict[str, list[float]]:
+    for runtime in RUNTIMES:  # the shells load the service and warm up
+        await timed_calls(http, endpoints[runtime], headers, body, warmup)
+    samples: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+    for _ in range(n):
+        for runtime in RUNTIMES:
+            samples[runtime] += await timed_calls(http, endpoints[runtime], headers, body, 1)
+    return samples
+
+
 async def cold_start(spec: ShellSpec, root: Path, n: int) -> list[float]:
     samples = []
     for _ in range(n):
@@ -90,8 +104,9 @@ async def run(calls: int, frames: int, starts: int) -> None:
                 headers = {"Authorization": f"Bearer {await login(http, web.url)}", "Content-Type": "application/json"}
                 params = [{"name": "x", "type": "numeric"}, {"name": "y", "type": "numeric"}]
                 big = orjson.dumps({"d": frame(ROWS)})
-                for runtime in ("Python", "R"):
-                    add = await publish(
+                add, echo = {}, {}
+                for runtime in RUNTIMES:
+                    add[runtime] = await publish(
                         http,
                         web.url,
                         headers,
@@ -102,17 +117,7 @@ async def run(calls: int, frames: int, starts: int) -> None:
                             "outputParameterDefinitions": [{"name": "result", "type": "numeric"}],
                         },
                     )
-                    await timed_calls(http, add, headers, b'{"x":1,"y":2}', 20)  # warm: shell loaded
-                    samples = await timed_calls(http, add, headers, b'{"x":1,"y":2}', calls)
-                    rows.append(
-                        (
-                            runtime,
-                            f"x + y, {calls} sequential calls",
-                            _ms(percentile(samples, 0.5)),
-                            _ms(percentile(samples, 0.99)),
-                        )
-                    )
-                    echo = await publish(
+                    echo[runtime] = await publish(
                         http,
                         web.url,
                         headers,
@@ -123,15 +128,14 @@ async def run(calls: int, frames: int, starts: int) -> None:
                             "outputParameterDefinitions": [{"name": "out", "type": "data.frame"}],
                         },
                     )
-                    await timed_calls(http, echo, headers, big, 2)
-                    samples = await timed_calls(http, echo, headers, big, frames)
+                # Calls alternate between the runtimes so both see the same machine load.
+                small = await alternating(http, add, headers, b'{"x":1,"y":2}', calls, warmup=20)
+                large = await alternating(http, echo, headers, big, frames, warmup=2)
+                for runtime in RUNTIMES:
+                    rows.append((runtime, f"x + y, {calls} sequential calls", *_p50_p99(small[runtime])))
+                for runtime in RUNTIMES:
                     rows.append(
-                        (
-                            runtime,
-                            f"{ROWS:,}-row data.frame round trip, {frames} calls",
-                            _ms(percentile(samples, 0.5)),
-                            _ms(percentile(samples, 0.99)),
-                        )
+                        (runtime, f"{ROWS:,}-row data.frame round trip, {frames} calls", *_p50_p99(large[runtime]))
                     )
         finally:
             web.process.stop()
@@ -145,6 +149,10 @@ async def run(calls: int, frames: int, starts: int) -> None:
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+def _p50_p99(samples: list[float]) -> tuple[str, str]:
+    return _ms(percentile(samples, 0.5)), _ms(percentile(samples, 0.99))
 
 
 def _ms(seconds: float) -> str:
