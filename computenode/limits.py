@@ -9,13 +9,17 @@ function), so they bind the shell and everything it forks, never the compute nod
   SIGXCPU, then SIGKILL);
 - `open_files` -> RLIMIT_NOFILE.
 
-0 leaves a limit as inherited. `run_as_user` names an unprivileged account the shells run
+0 leaves a limit as inherited. Every shell is also made a child subreaper, so what its code
+forks and orphans stays its child (python_child.py reports such processes left running and
+the pool replaces the shell, killing its process group). `run_as_user` names an unprivileged account the shells run
 as (the compute node must run as root to use it); their working directories are then
 owned by that user.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import pwd
 import resource
 from collections.abc import Callable
@@ -67,26 +71,42 @@ class ShellLimits:
         ]
         return [(which, value) for which, value in pairs if value > 0]
 
-    def preexec(self) -> Callable[[], None] | None:
-        """The function the forked child runs before exec, or None when nothing is limited.
+    def preexec(self) -> Callable[[], None]:
+        """The function the forked child runs before exec.
 
-        It only calls setrlimit (no imports, no allocation-heavy work), as code between
-        fork and exec must.
+        It makes the shell a child subreaper (so processes its code forks and orphans, e.g.
+        `cmd &` through a shell, stay its children and it can see them left running) and sets
+        the rlimits. It only calls prctl and setrlimit (no imports, no allocation-heavy work),
+        as code between fork and exec must.
         """
         pairs = self.rlimits()
-        if not pairs:
-            return None
         setrlimit = resource.setrlimit
         getrlimit = resource.getrlimit
         infinity = resource.RLIM_INFINITY
+        prctl = _libc_prctl()
 
         def apply() -> None:
+            if prctl is not None:
+                prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             for which, value in pairs:
                 _, hard = getrlimit(which)
                 limit = value if hard == infinity else min(value, hard)
                 setrlimit(which, (limit, limit))
 
         return apply
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@functools.cache
+def _libc_prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up in the parent (never between fork and exec); None off Linux."""
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
 
 
 def shell_limits(settings: ComputeNodeSettings) -> ShellLimits:

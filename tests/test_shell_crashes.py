@@ -169,8 +169,17 @@ async def test_a_shell_past_the_memory_ceiling_is_recycled(node: WebNode, header
         await wait_until(lambda: _gone(fat), timeout=10, what="the fat shell to exit")
 
 
-async def test_a_forked_runaway_child_dies_with_its_shell(node: WebNode, headers: dict[str, str]) -> None:
-    code = "import os, time\nchild = os.fork()\nif child == 0:\n    while True:\n        time.sleep(0.05)\n"
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os, time\nchild = os.fork()\nif child == 0:\n    while True:\n        time.sleep(0.05)\n",
+        # Orphaned through a shell (`cmd &`): reparented to the shell, a child subreaper.
+        "import subprocess\nsubprocess.run('sleep 300 & echo $! > bg.pid', shell=True)\n"
+        "child = int(open('bg.pid').read())",
+    ],
+    ids=["fork", "orphaned-background-process"],
+)
+async def test_a_runaway_child_dies_with_its_shell(node: WebNode, headers: dict[str, str], code: str) -> None:
     async with aiohttp.ClientSession() as http:
         name = await publish(http, node, headers, service(code, {"child": "integer"}))
         status, body = await call(http, node, headers, name)
