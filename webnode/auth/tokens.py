@@ -131,6 +131,8 @@ class TokenService:
             kid, key = self._file_key
             verifying[kid] = key.public_key()
             self._signing = (kid, key)
+        if set(self._verifying) - set(verifying):
+            self._cache.clear()  # a key was dropped: tokens it signed must fail verification again
         self._verifying = verifying
         self._installed = keys
 
