@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from common.errors import AppError, Internal, InvalidInput, ServiceNotLoaded
+from common.errors import AppError, Internal, InvalidInput, NotFound, ServiceNotLoaded
 from common.pb import compute_pb2 as pb
 from common.pb import realtime_pb2 as rpb
 from computenode import pickle_models
@@ -77,11 +77,13 @@ class OnnxEntry:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     worker: asyncio.Task[None] | None = None
     last_batch: int = 1
+    requests: int = 0
     calls: int = 0
     batched_requests: int = 0
 
     async def score(self, feed: dict[str, np.ndarray], rows: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
+        self.requests += 1
         if not self.model.batchable or self.max_rows <= 1:
             outputs = await loop.run_in_executor(self.executor, self.model.run, feed)
             self.calls += 1
@@ -267,10 +269,8 @@ class RealtimeModels:
         failure: AppError = Internal(f"the model failed: {error[:1000]}")
         raise failure
 
-    def figures(self) -> dict[str, int]:
-        onnx = [e for e in self._models.values() if isinstance(e, OnnxEntry)]
-        return {
-            "models": len(self._models),
-            "calls": sum(e.calls for e in onnx),
-            "batched_requests": sum(e.batched_requests for e in onnx),
-        }
+    def figures(self, model_hash: str) -> rpb.ModelFigures:
+        entry = self._models.get(model_hash)
+        if not isinstance(entry, OnnxEntry):
+            raise NotFound(f"no ONNX model {model_hash} is loaded on this compute node")
+        return rpb.ModelFigures(requests=entry.requests, calls=entry.calls, batched_requests=entry.batched_requests)

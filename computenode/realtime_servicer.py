@@ -21,3 +21,8 @@ class RealtimeServicer(rpb_grpc.RealtimeServicer):
     ) -> rpb.UnloadModelReply:
         self._models.unload(request.model_hash)
         return rpb.UnloadModelReply()
+
+    async def GetModelFigures(
+        self, request: rpb.ModelFiguresRequest, context: grpc.aio.ServicerContext
+    ) -> rpb.ModelFigures:
+        return self._models.figures(request.model_hash)

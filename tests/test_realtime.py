@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import numpy as np
 import pytest
 from openapi_spec_validator import validate
@@ -20,6 +22,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from common.pb import realtime_pb2 as rpb
+from common.pb import realtime_pb2_grpc as rpb_grpc
 from tests.support import (
     WebNode,
     grpc_serving,
@@ -317,6 +321,13 @@ async def test_concurrent_requests_each_get_their_own_rows(server: WebNode, http
 
     got = await asyncio.gather(*(one(i) for i in range(64)))
     assert got == pytest.approx(expected.tolist(), rel=1e-5, abs=1e-5)
+    # They were scored together: fewer model calls than requests.
+    target = server.compute_uris[0].removeprefix("http://")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = rpb_grpc.RealtimeStub(channel)
+        figures = await stub.GetModelFigures(rpb.ModelFiguresRequest(model_hash=hashlib.sha256(onx).hexdigest()))
+    assert figures.requests >= 64
+    assert figures.calls < figures.requests and figures.batched_requests > 0, figures
 
 
 class _Recorder:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eo16n/compute/v1/realtime.proto\x12\x0fo16n.compute.v1\"8\n\x0bModelColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"7\n\x10LoadModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"}\n\x0eLoadModelReply\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12,\n\x06inputs\x18\x02 \x03(\x0b\x32\x1c.o16n.compute.v1.ModelColumn\x12-\n\x07outputs\x18\x03 \x03(\x0b\x32\x1c.o16n.compute.v1.ModelColumn\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\"\x12\n\x10UnloadModelReply2\xb2\x01\n\x08Realtime\x12O\n\tLoadModel\x12!.o16n.compute.v1.LoadModelRequest\x1a\x1f.o16n.compute.v1.LoadModelReply\x12U\n\x0bUnloadModel\x12#.o16n.compute.v1.UnloadModelRequest\x1a!.o16n.compute.v1.UnloadModelReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eo16n/compute/v1/realtime.proto\x12\x0fo16n.compute.v1\"8\n\x0bModelColumn\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"7\n\x10LoadModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\"}\n\x0eLoadModelReply\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12,\n\x06inputs\x18\x02 \x03(\x0b\x32\x1c.o16n.compute.v1.ModelColumn\x12-\n\x07outputs\x18\x03 \x03(\x0b\x32\x1c.o16n.compute.v1.ModelColumn\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\"\x12\n\x10UnloadModelReply\")\n\x13ModelFiguresRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\"I\n\x0cModelFigures\x12\x10\n\x08requests\x18\x01 \x01(\x04\x12\r\n\x05\x63\x61lls\x18\x02 \x01(\x04\x12\x18\n\x10\x62\x61tched_requests\x18\x03 \x01(\x04\x32\x8a\x02\n\x08Realtime\x12O\n\tLoadModel\x12!.o16n.compute.v1.LoadModelRequest\x1a\x1f.o16n.compute.v1.LoadModelReply\x12U\n\x0bUnloadModel\x12#.o16n.compute.v1.UnloadModelRequest\x1a!.o16n.compute.v1.UnloadModelReply\x12V\n\x0fGetModelFigures\x12$.o16n.compute.v1.ModelFiguresRequest\x1a\x1d.o16n.compute.v1.ModelFiguresb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UNLOADMODELREQUEST']._serialized_end=333
   _globals['_UNLOADMODELREPLY']._serialized_start=335
   _globals['_UNLOADMODELREPLY']._serialized_end=353
-  _globals['_REALTIME']._serialized_start=356
-  _globals['_REALTIME']._serialized_end=534
+  _globals['_MODELFIGURESREQUEST']._serialized_start=355
+  _globals['_MODELFIGURESREQUEST']._serialized_end=396
+  _globals['_MODELFIGURES']._serialized_start=398
+  _globals['_MODELFIGURES']._serialized_end=471
+  _globals['_REALTIME']._serialized_start=474
+  _globals['_REALTIME']._serialized_end=740
 # @@protoc_insertion_point(module_scope)

@@ -43,3 +43,19 @@ class UnloadModelRequest(_message.Message):
 class UnloadModelReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ModelFiguresRequest(_message.Message):
+    __slots__ = ("model_hash",)
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
+    model_hash: str
+    def __init__(self, model_hash: _Optional[str] = ...) -> None: ...
+
+class ModelFigures(_message.Message):
+    __slots__ = ("requests", "calls", "batched_requests")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    calls: int
+    batched_requests: int
+    def __init__(self, requests: _Optional[int] = ..., calls: _Optional[int] = ..., batched_requests: _Optional[int] = ...) -> None: ...

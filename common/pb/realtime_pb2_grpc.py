@@ -44,6 +44,11 @@ class RealtimeStub:
                 request_serializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelRequest.SerializeToString,
                 response_deserializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelReply.FromString,
                 _registered_method=True)
+        self.GetModelFigures = channel.unary_unary(
+                '/o16n.compute.v1.Realtime/GetModelFigures',
+                request_serializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFiguresRequest.SerializeToString,
+                response_deserializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFigures.FromString,
+                _registered_method=True)
 
 
 class RealtimeServicer:
@@ -61,6 +66,12 @@ class RealtimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetModelFigures(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RealtimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +84,11 @@ def add_RealtimeServicer_to_server(servicer, server):
                     servicer.UnloadModel,
                     request_deserializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelRequest.FromString,
                     response_serializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelReply.SerializeToString,
+            ),
+            'GetModelFigures': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelFigures,
+                    request_deserializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFiguresRequest.FromString,
+                    response_serializer=o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFigures.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -129,6 +145,33 @@ class Realtime:
             '/o16n.compute.v1.Realtime/UnloadModel',
             o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelRequest.SerializeToString,
             o16n_dot_compute_dot_v1_dot_realtime__pb2.UnloadModelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModelFigures(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/o16n.compute.v1.Realtime/GetModelFigures',
+            o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFiguresRequest.SerializeToString,
+            o16n_dot_compute_dot_v1_dot_realtime__pb2.ModelFigures.FromString,
             options,
             channel_credentials,
             insecure,
