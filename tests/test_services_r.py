@@ -57,3 +57,31 @@ async def test_r_plot_as_output_file_and_errors(
     name = await publish(http, server, auth, {**definition, "code": "stop('bad input')", "outputFileNames": []})
     result = await consume(http, server, auth, name, {"x": [1]})
     assert result["success"] is False and "bad input" in result["errorMessage"]
+
+
+async def test_r_service_restores_its_snapshot_before_init_code(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    async with http.post(f"{server.url}/sessions", json={"runtimeType": "R"}, headers=auth) as resp:
+        assert resp.status in (200, 201), await resp.text()
+        session = (await resp.json())["sessionId"]
+    code = "weights <- c(1, 2)\nwriteLines('0.5', 'bias.txt')"
+    async with http.post(f"{server.url}/sessions/{session}/execute", json={"code": code}, headers=auth) as resp:
+        assert (await resp.json())["success"] is True
+    async with http.post(f"{server.url}/sessions/{session}/snapshot", json={"name": "r"}, headers=auth) as resp:
+        snapshot = (await resp.json())["snapshotId"]
+    async with http.delete(f"{server.url}/sessions/{session}", headers=auth):
+        pass
+    definition = {
+        "runtimeType": "R",
+        "snapshotId": snapshot,
+        "initCode": "bias <- as.numeric(readLines('bias.txt'))",
+        "code": "result <- sum(weights * x) + bias",
+        "inputParameterDefinitions": [{"name": "x", "type": "numeric"}],
+        "outputParameterDefinitions": [{"name": "result", "type": "numeric"}],
+    }
+    name = await publish(http, server, auth, definition)
+    async with http.delete(f"{server.url}/snapshots/{snapshot}", headers=auth) as resp:
+        assert resp.status == 200
+    result = await consume(http, server, auth, name, {"x": 2})
+    assert result["outputParameters"] == {"result": 6.5}, result

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from common.pb import compute_pb2 as pb
 from webnode.coord.base import RESYNC, Coordinator
-from webnode.service_snapshots import python_prelude
+from webnode.service_snapshots import prelude
 from webnode.store.services import Service, ServiceStore
 
 CHANNEL = "services"
@@ -25,10 +25,10 @@ class CachedService:
 
 
 def to_definition(service: Service, snapshot: bytes | None = None) -> pb.ServiceDefinition:
-    """What compute nodes run; a Python service's own snapshot is restored before its initCode."""
+    """What compute nodes run; a service's own snapshot is restored before its initCode."""
     init_code = service.init_code
-    if snapshot is not None and service.runtime == "Python":
-        init_code = python_prelude(snapshot) + init_code
+    if snapshot is not None and service.runtime in ("Python", "R"):
+        init_code = prelude(service.runtime, snapshot) + init_code
     return pb.ServiceDefinition(
         key=service.key,
         runtime=_RUNTIMES.get(service.runtime, pb.RUNTIME_UNSPECIFIED),
@@ -63,7 +63,7 @@ class ServiceCache:
             generation = self._generation
             service = await self.store.get(name, version)
             snapshot = None
-            if service.snapshot_id and service.runtime == "Python":
+            if service.snapshot_id and service.runtime in ("Python", "R"):
                 snapshot = await self.store.snapshot_content(service.snapshot_id)
             entry = CachedService(service, to_definition(service, snapshot))
             if generation == self._generation:

@@ -1,13 +1,14 @@
 """A published service's own snapshot, restored in each shell before its initCode.
 
 A service published with `snapshotId` keeps a copy of that snapshot's zip (routes/services.py).
-For a Python service, the definition sent to compute nodes gets an init prelude: Python code,
-run in the shell where initCode runs, that writes the snapshot's working-directory files and
-loads its workspace objects (dill, as saved by a session) into the service's namespace. The
-web node never unpickles anything; the zip travels as a base64 literal inside the prelude.
+The definition sent to compute nodes gets an init prelude in the service's language, run in
+the shell where initCode runs, that loads the snapshot's workspace objects into the service's
+namespace (dill for Python, RData for R, as saved by a session) and writes its working-directory
+files. The web node never unpickles anything; the zip travels as a literal inside the prelude
+(base64 for Python, hex for R, which base R can decode), so it suits snapshots of modest size.
 
 Zip layout (computenode/sessions.py): manifest.json, workspace.dill (a pickle of
-{name: dill bytes}), files/<relative path>.
+{name: dill bytes}) or workspace.RData, files/<relative path>.
 """
 
 from __future__ import annotations
@@ -41,6 +42,34 @@ _PRELUDE = """def _o16n_restore_snapshot(blob):
 _o16n_restore_snapshot("%s")
 del _o16n_restore_snapshot
 """
+
+
+_R_PRELUDE = r""".o16n_hex <- "%s"
+.o16n_zip <- tempfile(fileext = ".zip")
+.o16n_dir <- tempfile()
+.o16n_n <- nchar(.o16n_hex)
+.o16n_raw <- as.raw(strtoi(substring(.o16n_hex, seq(1L, .o16n_n, 2L), seq(2L, .o16n_n, 2L)), 16L))
+writeBin(.o16n_raw, .o16n_zip)
+utils::unzip(.o16n_zip, exdir = .o16n_dir)
+.o16n_image <- file.path(.o16n_dir, "workspace.RData")
+if (file.exists(.o16n_image)) load(.o16n_image, envir = environment())
+for (.o16n_f in list.files(file.path(.o16n_dir, "files"), recursive = TRUE, all.files = TRUE)) {
+  dir.create(dirname(.o16n_f), recursive = TRUE, showWarnings = FALSE)
+  file.copy(file.path(.o16n_dir, "files", .o16n_f), .o16n_f, overwrite = TRUE)
+}
+unlink(c(.o16n_zip, .o16n_dir), recursive = TRUE)
+rm(list = ls(all.names = TRUE, pattern = "^[.]o16n_"))
+"""
+
+
+def prelude(runtime: str, content: bytes) -> str:
+    """Code in the service's runtime that restores the snapshot `content` before its initCode."""
+    return python_prelude(content) if runtime == "Python" else r_prelude(content)
+
+
+def r_prelude(content: bytes) -> str:
+    """R code restoring the snapshot `content` (a zip) into the environment it runs in (hex: base R decodes it)."""
+    return _R_PRELUDE % content.hex()
 
 
 def python_prelude(content: bytes) -> str:
