@@ -7,18 +7,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from webnode.auth.context import auth_ctx
+from webnode.auth.logins import ADMIN
+from webnode.auth.middleware import audit_middleware
 from webnode.auth.passwords import generate_password, hash_password, verify_password
 from webnode.auth.roles import OWNER
-from webnode.auth.tokens import TokenService
 from webnode.compute.cluster import ComputeCluster
-from webnode.coord.base import RESYNC, Coordinator
+from webnode.coord.base import Coordinator
 from webnode.coord.memory import MemoryCoordinator
 from webnode.coord.redis import RedisCoordinator
-from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key, tokens_key
-from webnode.middleware import auth_middleware, error_middleware
+from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key
+from webnode.middleware import auth_middleware, error_middleware, request_id_middleware
 from webnode.routes import batch as batch_routes
-from webnode.routes import pools as pools_routes
 from webnode.routes import consume, login, realtime, services, status
+from webnode.routes import pools as pools_routes
 from webnode.routes import sessions as sessions_routes
 from webnode.routes import snapshots as snapshots_routes
 from webnode.routes import swagger as swagger_routes
@@ -28,7 +30,6 @@ from webnode.store.config import ConfigStore
 from webnode.store.db import open_database
 from webnode.store.migrations import migrate
 from webnode.store.services import ServiceStore
-from webnode.store.tokens import RefreshTokenStore
 from webnode.store.users import UserStore
 
 logger = logging.getLogger(__name__)
@@ -36,18 +37,19 @@ logger = logging.getLogger(__name__)
 
 async def ensure_admin(users: UserStore, settings: WebNodeSettings) -> str | None:
     """Create the local admin on the first start; returns a generated password to print once."""
-    existing = await users.get(login.ADMIN)
+    existing = await users.get(ADMIN)
     if existing is None:
         generated = None if settings.admin_password else generate_password()
         password = settings.admin_password or generated
         assert password is not None
         try:
-            await users.create(login.ADMIN, await hash_password(password, settings.bcrypt_rounds), OWNER)
+            await users.create(ADMIN, await hash_password(password, settings.bcrypt_rounds), OWNER)
         except Exception:
             return None  # another web node created it first
         return generated
-    if settings.admin_password and not await verify_password(settings.admin_password, existing.password_hash):
-        await users.set_password(login.ADMIN, await hash_password(settings.admin_password, settings.bcrypt_rounds))
+    wanted, rounds = settings.admin_password, settings.bcrypt_rounds
+    if wanted and not await verify_password(wanted, existing.password_hash, rounds):
+        await users.set_password(ADMIN, await hash_password(settings.admin_password, settings.bcrypt_rounds))
     return None
 
 
@@ -76,40 +78,6 @@ async def _coordination_ctx(app: web.Application) -> AsyncIterator[None]:
     await coordinator.close()
 
 
-async def _tokens_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[settings_key]
-    tokens = TokenService(
-        issuer=settings.token_issuer, audience=settings.token_audience, lifetime=settings.access_token_lifetime
-    )
-    await tokens.load_keys(ConfigStore(app[db_key]))
-    app[tokens_key] = tokens
-    refresh = RefreshTokenStore(
-        app[db_key],
-        idle_lifetime=settings.refresh_token_idle_lifetime,
-        max_lifetime=settings.refresh_token_max_lifetime,
-    )
-    lookback = settings.access_token_lifetime + 60
-
-    async def resync() -> None:
-        import time
-
-        for chain in await refresh.revoked_chains_since(time.time() - lookback):
-            tokens.revoke_chain(chain)
-
-    await resync()
-
-    def on_revocation(message: str) -> None:
-        if message == RESYNC:
-            import asyncio
-
-            asyncio.get_running_loop().create_task(resync())
-        else:
-            tokens.revoke_chain(message)
-
-    app[coordinator_key].subscribe(login.REVOCATIONS, on_revocation)
-    yield
-
-
 async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     app[services_key] = ServiceCache(ServiceStore(app[db_key]), app[coordinator_key])
     yield
@@ -131,11 +99,11 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: WebNodeSettings) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[request_id_middleware, audit_middleware, error_middleware, auth_middleware],
         client_max_size=settings.max_body_size,
     )
     app[settings_key] = settings
-    app.cleanup_ctx.extend([_store_ctx, _coordination_ctx, _tokens_ctx, _services_ctx, _cluster_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _coordination_ctx, auth_ctx, _services_ctx, _cluster_ctx])
     app.cleanup_ctx.append(pools_routes.pools_ctx)
     app.router.add_routes(pools_routes.routes)
     app.cleanup_ctx.append(realtime.realtime_ctx)

@@ -60,6 +60,55 @@ class WebNodeSettings:
     session_upload_limit: int = setting(
         2 * 1024**3, "Largest file or workspace object uploaded into a session, in bytes (413 above)."
     )
+    signing_key_file: str = setting(
+        "", "PEM file of an EC P-256 private key that signs access tokens; empty = a key kept in the central store."
+    )
+    auth_sync_interval: float = setting(
+        5.0, "Seconds between a web node's re-reads of signing keys and revoked logins from the store."
+    )
+    login_max_failures_per_user: int = setting(
+        5, "Failed logins of one user name within the throttle window before 429 Too Many Requests."
+    )
+    login_max_failures_per_address: int = setting(
+        50, "Failed logins from one client address within the throttle window before 429 Too Many Requests."
+    )
+    login_throttle_window: int = setting(900, "Seconds failed logins are counted (and the Retry-After of a 429).")
+    role_owner_groups: list[str] = setting([], "Comma-separated LDAP groups / OIDC groups or roles mapped to Owner.")
+    role_contributor_groups: list[str] = setting(
+        [], "Comma-separated LDAP groups / OIDC groups or roles mapped to Contributor."
+    )
+    role_reader_groups: list[str] = setting(
+        [], "Comma-separated groups mapped to Reader; declaring any denies access to users with no mapped role."
+    )
+    local_login_with_external: bool = setting(
+        False, "Let local users (and admin) log in while LDAP or OIDC is enabled (ML Server disables it)."
+    )
+    ldap_enabled: bool = setting(False, "Authenticate POST /login against LDAP / Active Directory.")
+    ldap_host: str = setting("", "LDAP server host name.")
+    ldap_port: int = setting(0, "LDAP server port; 0 = 389, or 636 with LDAPS.")
+    ldap_use_ldaps: bool = setting(False, "Connect with LDAPS (TLS).")
+    ldap_ca_file: str = setting("", "CA certificate file that verifies the LDAPS server; empty = system CAs.")
+    ldap_query_user_dn: str = setting("", "DN of the query user that searches for users.")
+    ldap_query_user_password: str = setting("", "Password of the query user.")
+    ldap_search_base: str = setting("", "Base DN under which users are searched.")
+    ldap_search_filter: str = setting("(cn={0})", "LDAP filter finding a user; {0} is the (escaped) user name.")
+    ldap_unique_user_identifier_attribute_name: str = setting(
+        "", "Attribute whose value names the user in o16n (service owner); empty = the login name."
+    )
+    ldap_group_search_base: str = setting("", "Base DN of group entries; empty = the user search base.")
+    ldap_group_search_filter: str = setting(
+        "(|(member={dn})(uniqueMember={dn})(memberUid={0}))",
+        "Filter finding the groups of a user ({dn} = user DN, {0} = user name); their cn values are the groups.",
+    )
+    ldap_timeout: float = setting(10.0, "Seconds to wait for the LDAP server.")
+    oidc_issuer: str = setting("", "Issuer (iss) of accepted external bearer tokens (OIDC / Azure AD); empty = off.")
+    oidc_audience: str = setting("", "Audience (aud) external bearer tokens must carry.")
+    oidc_jwks_url: str = setting("", "URL of the issuer's JWKS (public keys).")
+    oidc_jwks_file: str = setting("", "File holding the issuer's JWKS, instead of a URL.")
+    oidc_username_claim: str = setting("preferred_username", "Claim naming the user (falls back to sub).")
+    oidc_group_claims: list[str] = setting(
+        ["groups", "roles"], "Claims whose values are matched against the role group lists."
+    )
 
     def validate(self) -> None:
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
@@ -70,3 +119,11 @@ class WebNodeSettings:
             raise SettingsError("O16N_ACCESS_TOKEN_LIFETIME must be positive")
         if not 4 <= self.bcrypt_rounds <= 31:
             raise SettingsError("O16N_BCRYPT_ROUNDS must be between 4 and 31")
+        if self.ldap_enabled and not (self.ldap_host and self.ldap_search_base):
+            raise SettingsError("O16N_LDAP_ENABLED needs O16N_LDAP_HOST and O16N_LDAP_SEARCH_BASE")
+        if self.oidc_issuer and not self.oidc_audience:
+            raise SettingsError("O16N_OIDC_ISSUER needs O16N_OIDC_AUDIENCE")
+        if self.oidc_issuer and bool(self.oidc_jwks_url) == bool(self.oidc_jwks_file):
+            raise SettingsError("O16N_OIDC_ISSUER needs exactly one of O16N_OIDC_JWKS_URL and O16N_OIDC_JWKS_FILE")
+        if self.login_max_failures_per_user < 1 or self.login_max_failures_per_address < 1:
+            raise SettingsError("O16N_LOGIN_MAX_FAILURES_PER_USER/ADDRESS must be at least 1")
