@@ -471,3 +471,21 @@ async def test_r_quit_gives_500_json_and_the_r_shell_is_replaced(
     async with http.post(f"{server.url}/api/{name}/1.0", json={}, headers=auth) as resp:
         body = await resp.json()
     assert resp.status == 200 and body["success"] and body["outputParameters"]["pid"] > 0, body
+
+
+async def test_an_r_background_process_dies_with_its_shell(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    definition = {
+        "runtimeType": "R",
+        "code": "system('sleep 300 & echo $! > bg.pid')\nchild <- as.integer(readLines('bg.pid'))",
+        "outputParameterDefinitions": [{"name": "child", "type": "integer"}],
+    }
+    name = unique("rfork")
+    async with http.post(f"{server.url}/services/{name}/1.0", json=definition, headers=auth) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.post(f"{server.url}/api/{name}/1.0", json={}, headers=auth) as resp:
+        body = await resp.json()
+    assert resp.status == 200 and body["success"], body
+    child = body["outputParameters"]["child"]
+    await wait_until(lambda: _gone(child), timeout=10, what="the R shell's background process to be killed")

@@ -30,6 +30,7 @@ from typing import Any
 
 from common import values
 from computenode.shells import protocol, workdir
+from computenode.shells.children import live_children
 
 
 @dataclass
@@ -151,7 +152,7 @@ class PythonShell:
             "console": console.getvalue(),
             "changed": changed,
             "files": [[name, content is not None] for name, content in files],
-            "strays": _live_children(),
+            "strays": live_children(),
         }
         try:
             out = values.dumps(outputs) if ok else b"{}"
@@ -292,17 +293,6 @@ class PythonShell:
                 sys.stdout.flush()
 
 
-def _live_children() -> int:
-    """Reap finished child processes; return how many are still running (the node then recycles us)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == 0:
-            return 1
-
-
 class _TeeConsole(io.StringIO):
     """Captured console output that is also appended to a file, so it can be read while code runs."""
 
@@ -339,17 +329,6 @@ def _to_json(value: Any) -> Any:
     if isinstance(value, list | tuple | set | np.ndarray) or type(value).__name__ == "Series":
         return [_to_json(v) for v in (value.tolist() if hasattr(value, "tolist") else value)]
     return values._plain(value)
-
-
-def _live_children() -> int:
-    """Reap finished child processes; return how many are still running (the node then recycles us)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return 0
-        if pid == 0:
-            return 1
 
 
 def _rss_bytes() -> int:

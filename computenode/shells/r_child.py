@@ -31,6 +31,7 @@ from typing import Any
 
 from common import values
 from computenode.shells import protocol, workdir
+from computenode.shells.children import live_children
 
 Reply = tuple[dict[str, Any], list[bytes]]
 
@@ -302,6 +303,7 @@ class RShell:
             "console": self._take_console(),
             "changed": changed,
             "files": [[name, content is not None] for name, content in files],
+            "strays": live_children(),
         }
         try:
             out = values.dumps(outputs) if ok else b"{}"
