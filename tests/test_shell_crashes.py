@@ -27,7 +27,7 @@ from common.errors import PoolExhausted, ShellCrashed
 from common.settings import SettingsError
 from computenode.limits import ShellLimits, resolve_user
 from computenode.pools import PoolConfig, ShellPool
-from computenode.shells.process import PYTHON, ShellProcess
+from computenode.shells.process import PYTHON, R, ShellProcess
 from tests.support import WebNode, start_compute_node, start_web_node, unique, wait_until
 from tests.test_services import expect_error
 
@@ -489,3 +489,24 @@ async def test_an_r_background_process_dies_with_its_shell(
     assert resp.status == 200 and body["success"], body
     child = body["outputParameters"]["child"]
     await wait_until(lambda: _gone(child), timeout=10, what="the R shell's background process to be killed")
+
+
+async def test_cancel_interrupts_an_r_shell_within_a_second(tmp_path: Path) -> None:
+    shell = ShellProcess(R, tmp_path)
+    await shell.start(120)
+    try:
+        await _load(shell, "repeat { x <- 1 }")
+        running = asyncio.get_running_loop().create_task(
+            shell.request({"op": "execute", "key": "s/1@1"}, b"{}", timeout=30)
+        )
+        await wait_until(_true_when(lambda: shell.busy), timeout=5, what="the execution to start")
+        started = time.monotonic()
+        assert await shell.cancel(grace=1.0) is True
+        header, _ = await running
+        assert time.monotonic() - started < 1.0
+        assert header["success"] is False, header
+        reply, _ = await shell.request({"op": "ping"}, timeout=5)
+        assert reply["ok"] and shell.poll() is None
+    finally:
+        await shell.terminate(grace=1)
+        shell.cleanup()
