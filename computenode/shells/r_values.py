@@ -120,20 +120,16 @@ def atomic(cells: list[Any]) -> Any:
 
 def _kind(cells: list[Any]) -> str:
     """logical < integer < numeric < character: the narrowest R type holding every cell."""
-    has_int = has_float = False
-    for v in cells:
-        if v is None or isinstance(v, bool):
-            continue
-        if isinstance(v, int):
-            if abs(v) > INT_MAX:
-                has_float = True
-            else:
-                has_int = True
-        elif isinstance(v, float):
-            has_float = True
-        else:
-            return "character"
-    return "numeric" if has_float else "integer" if has_int else "logical"
+    types = set(map(type, cells))
+    types.discard(type(None))
+    if not types <= {bool, int, float}:
+        return "character"
+    if float in types:
+        return "numeric"
+    if int in types:
+        ints = [v for v in cells if type(v) is int]
+        return "numeric" if max(ints) > INT_MAX or min(ints) < -INT_MAX else "integer"
+    return "logical"
 
 
 def _scalar_text(value: Any) -> str:
@@ -147,11 +143,12 @@ def _scalar_text(value: Any) -> str:
 def _strings(cells: list[str | None]) -> Any:
     if not cells:
         return ri.StrSexpVector([])
-    joined = _SEP.join("" if v is None else v for v in cells) + _SEP
+    has_na = None in cells
+    joined = _SEP.join(["" if v is None else v for v in cells] if has_na else cells) + _SEP  # type: ignore[arg-type]
     if joined.count(_SEP) != len(cells):
         return ri.StrSexpVector([ri.NA_Character if v is None else v for v in cells])
     vector = _h().split_strings(ri.StrSexpVector([joined]))
-    missing = [i + 1 for i, v in enumerate(cells) if v is None]
+    missing = [i + 1 for i, v in enumerate(cells) if v is None] if has_na else []
     if missing:
         vector = _h().set_na(vector, ri.IntSexpVector(missing))
     return vector
