@@ -132,6 +132,10 @@ class ShellPool:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
                 pass
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: hand the free shell to the next waiter
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)

@@ -385,6 +385,25 @@ async def test_a_queued_request_gets_the_shell_released_before_its_timeout(tmp_p
         await pool.close()
 
 
+async def test_a_waiter_cancelled_after_its_wake_up_passes_the_shell_on(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, acquire_timeout=10)
+    await pool.start()
+    try:
+        held = await pool.acquire()
+        loop = asyncio.get_running_loop()
+        first, second = loop.create_task(pool.acquire()), loop.create_task(pool.acquire())
+        await wait_until(_true_when(lambda: pool.figures().queued == 2), timeout=5, what="two queued requests")
+        await pool.release(held)  # wakes the first waiter...
+        first.cancel()  # ...whose client goes away before it runs
+        await asyncio.wait([first], timeout=2)
+        if not first.cancelled():  # Python 3.11's wait_for may swallow a late cancellation
+            await pool.release(first.result())
+        assert await asyncio.wait_for(second, 2) is held  # the free shell was not lost
+        await pool.release(held)
+    finally:
+        await pool.close()
+
+
 async def test_run_as_user_is_checked_and_applied(tmp_path: Path) -> None:
     """Shells as `nobody`: the user is resolved at start, the working directory is handed to it.
 
