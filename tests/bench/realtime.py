@@ -9,7 +9,7 @@ and measures with wrk at concurrency 1, 8 and 64, one row per request:
 - realtime, batching off: the same on a second compute node with O16N_REALTIME_BATCH_MAX_SIZE=1;
 - standard Python service: the same model (pickled, scikit-learn) in a Python shell.
 
-Prints a markdown table (req/s, p50, p99). Loopback only; about two minutes.
+Prints a markdown table (medians over rounds of req/s, p50, p99). Loopback only; about three minutes.
 """
 
 from __future__ import annotations
