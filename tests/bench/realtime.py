@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pickle
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -97,9 +98,19 @@ async def check(http: aiohttp.ClientSession, target: Target) -> None:
     await wait_until(ok, timeout=60, what=target.name)
 
 
-def table(results: dict[str, dict[int, load.Result]], seconds: float) -> str:
+def median(results: list[load.Result]) -> load.Result:
+    """The median of each figure over the rounds."""
+    return load.Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
+def table(results: dict[str, dict[int, load.Result]], seconds: float, rounds: int) -> str:
     lines = [
-        f"Loopback, wrk -t1, {seconds:g} s per cell, one row per request; 2 shared cores.",
+        f"Loopback, wrk -t1, median of {rounds} rounds of {seconds:g} s per cell, one row per request.",
         "",
         "| target | " + " | ".join(f"c={c} req/s | p50 ms | p99 ms" for c in CONCURRENCY) + " |",
         "|---|" + "---|---|---|" * len(CONCURRENCY),
@@ -114,7 +125,7 @@ def table(results: dict[str, dict[int, load.Result]], seconds: float) -> str:
     return "\n".join(lines)
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, rounds: int) -> None:
     iris = load_iris()
     X, y = iris.data.astype(np.float32), iris.target
     model = LogisticRegression(max_iter=1000).fit(X, y)
@@ -160,19 +171,22 @@ async def main(seconds: float) -> None:
             ]
             for target in targets:
                 await check(http, target)
-        results: dict[str, dict[int, load.Result]] = {t.name: {} for t in targets}
-        for concurrency in CONCURRENCY:
-            for target in targets:
-                results[target.name][concurrency] = await asyncio.to_thread(
-                    load.run,
-                    target.base,
-                    [target.path],
-                    BODY,
-                    token=target.token,
-                    concurrency=concurrency,
-                    seconds=seconds,
-                )
-        print(table(results, seconds))
+        runs: dict[str, dict[int, list[load.Result]]] = {t.name: {c: [] for c in CONCURRENCY} for t in targets}
+        for _ in range(rounds):  # targets alternate within each round, so noise hits them alike
+            for concurrency in CONCURRENCY:
+                for target in targets:
+                    result = await asyncio.to_thread(
+                        load.run,
+                        target.base,
+                        [target.path],
+                        BODY,
+                        token=target.token,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                    )
+                    runs[target.name][concurrency].append(result)
+        results = {name: {c: median(cells[c]) for c in CONCURRENCY} for name, cells in runs.items()}
+        print(table(results, seconds, rounds))
     finally:
         for node in (web, web2):
             node.process.stop()
@@ -184,5 +198,7 @@ async def main(seconds: float) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="seconds of load per cell")
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds of load per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (the table shows medians)")
+    args = parser.parse_args()
+    asyncio.run(main(args.seconds, args.rounds))
