@@ -6,6 +6,7 @@ one at a time, so a web node never holds a whole snapshot in memory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import urllib.parse
 import uuid
@@ -22,6 +23,37 @@ from webnode.store.sessions import SessionRecord
 from webnode.store.snapshots import SnapshotRecord, SnapshotStore
 
 routes = web.RouteTableDef()
+_AHEAD = 4  # chunks read ahead while the previous ones are written (bounded: ~4 MiB per transfer)
+
+
+async def read_ahead(source: AsyncIterator[bytes], depth: int = _AHEAD) -> AsyncIterator[bytes]:
+    """Iterate `source` in a task of its own, up to `depth` chunks ahead of the consumer.
+
+    Reading (from a compute node or the store) then overlaps writing (to the store, a compute
+    node or the client) instead of alternating with it.
+    """
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
+
+    async def fill() -> None:
+        try:
+            async for data in source:
+                await queue.put(data)
+            await queue.put(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            await queue.put(exc)
+
+    task = asyncio.get_running_loop().create_task(fill())
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def save_from(
@@ -36,7 +68,7 @@ async def save_from(
     try:
         await snapshots.put_chunk(snapshot_id, seq, first)
         size, seq = len(first), 1
-        async for data in rest:
+        async for data in read_ahead(rest):
             await snapshots.put_chunk(snapshot_id, seq, data)
             size, seq = size + len(data), seq + 1
         record = SnapshotRecord(
@@ -64,7 +96,7 @@ async def load_into(
 
         async def messages() -> AsyncIterator[spb.SnapshotChunk]:
             yield spb.SnapshotChunk(snapshot_id=snapshot.id)
-            async for data in snapshots.chunks(snapshot):
+            async for data in read_ahead(snapshots.chunks(snapshot)):
                 yield spb.SnapshotChunk(data=data)
 
         await gateway.call(session, lambda s: s.CacheSnapshot(messages(), timeout=gateway.call_timeout))
@@ -105,7 +137,7 @@ async def download_snapshot(request: web.Request) -> web.StreamResponse:
     )
     response.content_length = record.content_size
     await response.prepare(request)
-    async for data in snapshots.chunks(record):
+    async for data in read_ahead(snapshots.chunks(record)):
         await response.write(data)
     await response.write_eof()
     return response
