@@ -4,6 +4,7 @@ Starts a one-box o16n (compute node + web node as separate processes) and measur
 the HTTP API, sequentially (one request in flight):
 - per-call latency of a warm `x + y` service in each runtime (p50/p99 of --calls calls);
 - a 10,000-row data.frame round trip (4 columns: double with NA, integer, string, logical);
+- the same x + y sent straight to a warm shell (the shell's own cost, without HTTP and gRPC);
 - shell cold start (spawn to first answer) of each runtime, on a bare ShellProcess.
 Calls alternate between the runtimes, so a busy machine slows both alike.
 Prints a markdown table. Loopback only.
@@ -26,6 +27,7 @@ from tests.support import login, start_compute_node, start_web_node, unique
 
 ROWS = 10_000
 RUNTIMES = ("Python", "R")
+SPECS = {"Python": PYTHON, "R": R}
 ADD = {"R": "result <- x + y", "Python": "result = x + y"}
 ECHO = {"R": "out <- d", "Python": "out = d"}
 
@@ -73,6 +75,37 @@ async def alternating(
     for _ in range(n):
         for runtime in RUNTIMES:
             samples[runtime] += await timed_calls(http, endpoints[runtime], headers, body, 1)
+    return samples
+
+
+async def shell_calls(root: Path, n: int) -> dict[str, list[float]]:
+    """x + y sent straight to a warm shell of each runtime (the shell's own cost, no HTTP or gRPC)."""
+    shells = {runtime: ShellProcess(SPECS[runtime], root) for runtime in RUNTIMES}
+    samples: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+    try:
+        for runtime, shell in shells.items():
+            await shell.start(120)
+            service = {
+                "key": "add",
+                "code": ADD[runtime],
+                "init_code": "",
+                "inputs": [["x", "numeric"], ["y", "numeric"]],
+                "outputs": [["result", "numeric"]],
+                "output_files": [],
+            }
+            reply, _ = await shell.request({"op": "load", "service": service}, timeout=60)
+            assert reply["ok"], reply
+        for i in range(n + 20):
+            for runtime, shell in shells.items():
+                began = time.perf_counter()
+                reply, _ = await shell.request({"op": "execute", "key": "add"}, b'{"x":1,"y":2}', timeout=60)
+                if i >= 20:  # after warming up
+                    samples[runtime].append(time.perf_counter() - began)
+                assert reply["success"], reply
+    finally:
+        for shell in shells.values():
+            await shell.terminate()
+            shell.cleanup()
     return samples
 
 
@@ -140,8 +173,15 @@ async def run(calls: int, frames: int, starts: int) -> None:
         finally:
             web.process.stop()
             compute.stop()
-        for runtime, spec in (("Python", PYTHON), ("R", R)):
-            samples = await cold_start(spec, workdir / "shells", starts)
+        direct = await shell_calls(workdir / "direct", calls)
+        for runtime in RUNTIMES:
+            rows.append((runtime, f"x + y in a warm shell, no HTTP/gRPC, {calls} calls", *_p50_p99(direct[runtime])))
+        cold: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+        for _ in range(starts):  # alternating too
+            for runtime in RUNTIMES:
+                cold[runtime] += await cold_start(SPECS[runtime], workdir / "shells", 1)
+        for runtime in RUNTIMES:
+            samples = cold[runtime]
             rows.append(
                 (runtime, f"shell cold start, {starts} starts", _ms(percentile(samples, 0.5)), _ms(max(samples)))
             )
