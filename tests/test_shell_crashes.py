@@ -385,6 +385,18 @@ async def test_a_queued_request_gets_the_shell_released_before_its_timeout(tmp_p
         await pool.close()
 
 
+async def test_the_cpu_limit_ends_a_spinning_shell(tmp_path: Path) -> None:
+    shell = ShellProcess(PYTHON, tmp_path, ShellLimits(cpu_seconds=4))
+    await shell.start(60)
+    try:
+        await _load(shell, "while True:\n    pass")
+        with pytest.raises(ShellCrashed, match=r"SIGXCPU|SIGKILL"):
+            await shell.request({"op": "execute", "key": "s/1@1"}, b"{}", timeout=60)
+    finally:
+        await shell.terminate(grace=1)
+        shell.cleanup()
+
+
 async def test_a_waiter_cancelled_after_its_wake_up_passes_the_shell_on(tmp_path: Path) -> None:
     pool = _pool(tmp_path, acquire_timeout=10)
     await pool.start()
