@@ -163,6 +163,8 @@ class ShellPool:
             return shell.recycle_reason
         if shell.uses >= self.config.max_uses:
             return f"it served {shell.uses} requests"
+        if self._size() >= self.config.max_size:  # the pool was resized below its shells
+            return "the pool shrank"
         ceiling = self.config.memory_ceiling
         if ceiling and (rss := shell.rss()) > ceiling:
             return f"its memory ({rss >> 20} MB) passed the ceiling ({ceiling >> 20} MB)"

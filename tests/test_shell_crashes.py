@@ -397,6 +397,20 @@ async def test_the_cpu_limit_ends_a_spinning_shell(tmp_path: Path) -> None:
         shell.cleanup()
 
 
+async def test_a_pool_resized_below_its_busy_shells_shrinks_as_they_return(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, initial_size=0, max_size=2)
+    try:
+        a, b = await asyncio.gather(pool.acquire(), pool.acquire())
+        pool.resize(0, 1)
+        await pool.release(a)
+        await pool.release(b)
+        figures = pool.figures()
+        assert (figures.current_size, figures.idle, figures.max_size) == (1, 1, 1)
+        assert a.poll() is not None and b.poll() is None
+    finally:
+        await pool.close()
+
+
 async def test_a_waiter_cancelled_after_its_wake_up_passes_the_shell_on(tmp_path: Path) -> None:
     pool = _pool(tmp_path, acquire_timeout=10)
     await pool.start()
