@@ -10,7 +10,7 @@ MSCLIENT_PYTHON ?= python3.11
 MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint
+.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint bench-pools
 
 all: lint typecheck test
 
@@ -80,6 +80,10 @@ bench-realtime: $(STAMP) services
 # R vs Python shells: x + y p50/p99, 10,000-row data.frame round trip, shell cold start.
 bench-runtimes: $(RSTAMP) services
 	$(PY) -m tests.bench.runtimes
+
+# Shell cold start (Python, R) and pool acquire/release overhead, on real shells.
+bench-pools: $(RSTAMP)
+	$(PY) scripts/bench_pools.py
 
 clean:
 	rm -rf $(VENV) .o16n build *.egg-info .pytest_cache .mypy_cache .ruff_cache
