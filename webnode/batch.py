@@ -18,7 +18,7 @@ import uuid
 
 import orjson
 
-from common.errors import AppError, NotFound
+from common.errors import AppError, NotFound, Unavailable
 from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import RESYNC, Coordinator
 from webnode.routes.consume import result_body
@@ -27,6 +27,7 @@ from webnode.store.batches import FAILED, IN_PROGRESS, BatchExecution, BatchItem
 
 logger = logging.getLogger(__name__)
 CHANNEL = "batches"
+_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between tries of a record the compute tier could not take
 
 
 def failure_body(message: str) -> bytes:
@@ -110,15 +111,26 @@ class BatchRunner:
         async with limit:
             gone = False
             try:
-                entry = await self._services.get(execution.name, execution.version)
-                result = await self._cluster.execute_service(entry.definition, item.inputs.encode(), self._timeout)
-                body = result_body(result)
+                body = await self._execute(execution, item)
             except NotFound as exc:
                 body, gone = failure_body(exc.message), True
             except AppError as exc:
                 body = failure_body(exc.message)
             await self.store.set_result(execution.id, item.index, body.decode())
             return gone
+
+    async def _execute(self, execution: BatchExecution, item: BatchItem) -> bytes:
+        """One record; a compute node that is briefly unavailable or busy is retried with backoff."""
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                entry = await self._services.get(execution.name, execution.version)
+                result = await self._cluster.execute_service(entry.definition, item.inputs.encode(), self._timeout)
+                return result_body(result)
+            except Unavailable:
+                if delay is None:
+                    raise
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ cancelling
     async def cancel(self, execution_id: str) -> None:
