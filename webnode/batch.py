@@ -157,4 +157,6 @@ class BatchRunner:
                     self.run(execution)
             except AppError as exc:
                 logger.warning("batch lease upkeep failed: %s", exc.message)
+            except Exception:
+                logger.exception("batch lease upkeep failed")  # keep the loop alive; the next round retries
             await asyncio.sleep(self._lease / 3)
