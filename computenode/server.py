@@ -125,16 +125,6 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     )
     registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout, dedicated=dedicated)
     realtime = _realtime_models(settings, shells_root)
-    servicer = ComputeServicer(
-        node_id=node_id,
-        pools=pools,
-        unavailable=unavailable,
-        registry=registry,
-        log_path=str(Path(settings.data_dir).resolve() / "logs"),
-        realtime=realtime,
-    )
-    pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
-    realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]
     sessions = SessionRegistry(
         pools,
         root=(settings.data_dir / "sessions").resolve(),
@@ -142,6 +132,17 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
         cache_bytes=settings.snapshot_cache_bytes,
     )
     sessions.start()
+    servicer = ComputeServicer(
+        node_id=node_id,
+        pools=pools,
+        unavailable=unavailable,
+        registry=registry,
+        log_path=str(Path(settings.data_dir).resolve() / "logs"),
+        realtime=realtime,
+        sessions=sessions,
+    )
+    pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]
     sessions_pb2_grpc.add_SessionsServicer_to_server(SessionsServicer(sessions), server)  # type: ignore[no-untyped-call]
     pools_pb2_grpc.add_PoolsServicer_to_server(PoolsServicer(dedicated), server)  # type: ignore[no-untyped-call]
     health_servicer = health_aio.HealthServicer()

@@ -14,6 +14,7 @@ from common.pb import compute_pb2_grpc as pb_grpc
 from computenode.pools import ShellPool
 from computenode.realtime import RealtimeModels
 from computenode.services import ServiceRegistry
+from computenode.sessions import SessionRegistry
 
 logger = logging.getLogger(__name__)
 API_VERSION = "1.0"
@@ -38,6 +39,7 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         registry: ServiceRegistry,
         log_path: str,
         realtime: RealtimeModels | None = None,
+        sessions: SessionRegistry | None = None,
     ) -> None:
         self._node_id = node_id
         self._pools = pools
@@ -45,6 +47,7 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         self._registry = registry
         self._log_path = log_path
         self._realtime = realtime
+        self._sessions = sessions
 
     async def Call(
         self, request_iterator: AsyncIterator[pb.CallBatch], context: grpc.aio.ServicerContext
@@ -57,6 +60,12 @@ class ComputeServicer(pb_grpc.ComputeServicer):
                 kind = request.WhichOneof("kind")
                 if kind == "execute_service":
                     result = await self._registry.execute(request.execute_service)
+                    reply = pb.CallReply(id=request.id, result=result)
+                elif kind == "session_execute" and self._sessions is not None:
+                    call = request.session_execute
+                    result = await self._sessions.execute_result(
+                        call.session_id, call.code, call.inputs_json, list(call.output_names)
+                    )
                     reply = pb.CallReply(id=request.id, result=result)
                 elif kind == "score" and self._realtime is not None:
                     reply = pb.CallReply(id=request.id, scored=await self._realtime.score(request.score))

@@ -39,6 +39,7 @@ from common.errors import (
     Timeout,
     Unavailable,
 )
+from common.pb import compute_pb2 as pb
 from computenode.pools import ShellPool
 from computenode.shells import workdir
 from computenode.shells.process import ShellProcess
@@ -232,6 +233,20 @@ class SessionRegistry:
                 session.running = False
             session.last_console = str(reply.get("console") or "")
         return reply, out[0] if out else b"[]"
+
+    async def execute_result(
+        self, session_id: str, code: str, inputs_json: bytes, outputs: list[str]
+    ) -> pb.ExecutionResult:
+        """`execute` as the ExecutionResult both the Sessions service and the Call stream answer with."""
+        reply, out = await self.execute(session_id, code, inputs_json, outputs)
+        changed = reply.get("changed") or []
+        return pb.ExecutionResult(
+            success=bool(reply.get("success")),
+            error_message=str(reply.get("error") or ""),
+            outputs_json=out,
+            console_output=str(reply.get("console") or ""),
+            changed_files=[str(c) for c in changed],
+        )
 
     def cancel(self, session_id: str) -> None:
         session = self.get(session_id)

@@ -90,16 +90,8 @@ class SessionsServicer(spb_grpc.SessionsServicer):
     async def Execute(
         self, request: spb.SessionExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecutionResult:
-        reply, outputs = await self._registry.execute(
+        return await self._registry.execute_result(
             request.session_id, request.code, request.inputs_json, list(request.output_names)
-        )
-        changed = reply.get("changed") or []
-        return pb.ExecutionResult(
-            success=bool(reply.get("success")),
-            error_message=str(reply.get("error") or ""),
-            outputs_json=outputs,
-            console_output=str(reply.get("console") or ""),
-            changed_files=[str(c) for c in changed],
         )
 
     async def Cancel(self, request: spb.SessionRef, context: grpc.aio.ServicerContext) -> spb.Empty:

@@ -99,14 +99,16 @@ class ReplyBatch(_message.Message):
     def __init__(self, replies: _Optional[_Iterable[_Union[CallReply, _Mapping]]] = ...) -> None: ...
 
 class CallRequest(_message.Message):
-    __slots__ = ("id", "execute_service", "score")
+    __slots__ = ("id", "execute_service", "session_execute", "score")
     ID_FIELD_NUMBER: _ClassVar[int]
     EXECUTE_SERVICE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_EXECUTE_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     id: int
     execute_service: ExecuteServiceRequest
+    session_execute: SessionExecute
     score: ScoreRequest
-    def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ..., session_execute: _Optional[_Union[SessionExecute, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
     __slots__ = ("id", "result", "error", "scored")
@@ -197,3 +199,15 @@ class ScoreReply(_message.Message):
     OUTPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
     outputs_json: bytes
     def __init__(self, outputs_json: _Optional[bytes] = ...) -> None: ...
+
+class SessionExecute(_message.Message):
+    __slots__ = ("session_id", "code", "inputs_json", "output_names")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_JSON_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_NAMES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    code: str
+    inputs_json: bytes
+    output_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., code: _Optional[str] = ..., inputs_json: _Optional[bytes] = ..., output_names: _Optional[_Iterable[str]] = ...) -> None: ...

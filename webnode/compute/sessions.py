@@ -22,11 +22,11 @@ from typing import Any, TypeVar
 
 import grpc
 
-from common.errors import ERROR_CODE_KEY, AppError, Gone, Unavailable, from_rpc_error
+from common.errors import ERROR_CODE_KEY, AppError, Gone, Timeout, Unavailable, from_rpc_error
 from common.pb import compute_pb2 as pb
 from common.pb import sessions_pb2 as spb
 from common.pb import sessions_pb2_grpc as spb_grpc
-from webnode.compute.client import grpc_target
+from webnode.compute.client import NotDelivered, grpc_target
 from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import RESYNC, Coordinator
 from webnode.store.sessions import SessionRecord, SessionStore
@@ -159,6 +159,27 @@ class SessionGateway:
             return await invoke(self.stub(record.node_uri))
         except grpc.RpcError as exc:
             raise await self._translate(record, exc) from None
+
+    async def execute(self, record: SessionRecord, call: pb.SessionExecute) -> pb.ExecutionResult:
+        """Session execute on the node's multiplexed Call stream (the hot path; no unary call)."""
+        state = self._cluster.nodes.get(record.node_uri)
+        if state is None:
+            await self.forget(record)
+            raise Gone(f"session '{record.id}' is gone: its compute node was removed")
+        try:
+            reply = await state.client.call(pb.CallRequest(session_execute=call), self.call_timeout)
+        except NotDelivered:
+            await self.forget(record)
+            raise Gone(f"session '{record.id}' is gone: its compute node cannot be reached") from None
+        except Gone:
+            await self.forget(record)
+            raise
+        except (Unavailable, Timeout) as exc:
+            if isinstance(exc, Timeout) or await state.client.healthy():
+                raise
+            await self.forget(record)
+            raise Gone(f"session '{record.id}' is gone: its compute node went away") from None
+        return reply.result
 
     async def _translate(self, record: SessionRecord, exc: grpc.RpcError) -> AppError:
         error = from_rpc_error(exc)

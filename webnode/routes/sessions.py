@@ -17,6 +17,7 @@ from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import InvalidInput, PayloadTooLarge
+from common.pb import compute_pb2 as pb
 from common.pb import sessions_pb2 as spb
 from common.pb import sessions_pb2_grpc as spb_grpc
 from webnode.auth.roles import Action, require
@@ -225,13 +226,13 @@ async def execute(request: web.Request) -> web.Response:
     gateway, record = await _session(request)
     body = await read_model(request, ExecuteRequest, limit=request.app[settings_key].max_body_size)
     inputs = [item.model_dump() for item in body.inputParameters or []]
-    call = spb.SessionExecuteRequest(
+    call = pb.SessionExecute(
         session_id=record.id,
         code=body.code,
         inputs_json=orjson.dumps(inputs),
         output_names=body.outputParameters or [],
     )
-    result = await gateway.call(record, lambda s: s.Execute(call, timeout=gateway.call_timeout))
+    result = await gateway.execute(record, call)
     return web.Response(
         body=orjson.dumps(
             {
