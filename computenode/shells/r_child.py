@@ -99,7 +99,10 @@ local({
         )
         outcome
     }
-    clear_global <- function() rm(list = ls(globalenv(), all.names = TRUE), envir = globalenv())
+    clear_global <- function() {  # names() of an environment is a fast ls(all.names = TRUE)
+        leftover <- names(globalenv())
+        if (length(leftover)) rm(list = leftover, envir = globalenv())
+    }
     # One service execution in one call from Python: bind inputs, run, clear the global
     # environment, collect the outputs (bound by the code, else by initCode, else NULL).
     execute <- function(exprs, base, inputs, outputs) {
