@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,18 +67,10 @@ def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
 
 def _realtime_models(settings: ComputeNodeSettings, shells_root: Path) -> RealtimeModels:
     """Realtime models; pickled ones are scored in their own small Python pool, started on demand."""
-    pickle_pool = ShellPool(
-        PYTHON,
-        PoolConfig(
-            initial_size=0,
-            max_size=settings.realtime_pickle_pool_max_size,
-            acquire_timeout=settings.shell_acquire_timeout,
-            queue_limit=settings.shell_queue_limit,
-            max_uses=settings.shell_max_uses,
-            start_timeout=settings.shell_start_timeout,
-        ),
-        shells_root,
+    config = dataclasses.replace(
+        _pool_config(settings, "python"), initial_size=0, max_size=settings.realtime_pickle_pool_max_size
     )
+    pickle_pool = ShellPool(PYTHON, config, shells_root)  # the Python shells' limits apply
     return RealtimeModels(
         root=(settings.data_dir / "realtime").resolve(),
         pickle_pool=pickle_pool,
