@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("computenode", help="run a compute node")
     sub.add_parser("settings", help="print every setting with its default and help")
     admin = sub.add_parser("admin", help="administration helpers").add_subparsers(dest="admin", required=True)
+    certs = admin.add_parser("certs", help="write a private CA and certificates for HTTPS and web/compute mTLS")
+    certs.add_argument("--out", default="certs", help="directory to write the PEM files into (default: certs)")
+    certs.add_argument("--host", action="append", default=[], help="host name or address to certify (repeatable)")
+    certs.add_argument("--days", type=int, default=825, help="validity in days (default: 825)")
     from webnode import admin_cli
 
     admin_cli.add_commands(admin)
@@ -75,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         from computenode.__main__ import main as compute_main
 
         compute_main()
+        return 0
+    if args.command == "admin" and args.admin == "certs":
+        from pathlib import Path
+
+        from common.certs import generate
+
+        for path in generate(Path(args.out), args.host, args.days):
+            print(path)
         return 0
     if args.command == "settings":
         from common.settings import describe

@@ -15,7 +15,7 @@ from grpc_health.v1.health import aio as health_aio
 from common.pb import compute_pb2_grpc as pb_grpc
 from common.pb import pools_pb2_grpc, realtime_pb2_grpc, sessions_pb2_grpc
 from computenode.dedicated_pools import DedicatedPools
-from computenode.interceptors import ErrorInterceptor
+from computenode.interceptors import ErrorInterceptor, SecretInterceptor
 from computenode.limits import shell_limits
 from computenode.pools import PoolConfig, ShellPool
 from computenode.pools_servicer import PoolsServicer
@@ -81,6 +81,17 @@ def _realtime_models(settings: ComputeNodeSettings, shells_root: Path) -> Realti
     )
 
 
+def _server_credentials(settings: ComputeNodeSettings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS when a client CA is too."""
+    if not settings.compute_tls_cert:
+        return None
+    pair = (Path(settings.compute_tls_key).read_bytes(), Path(settings.compute_tls_cert).read_bytes())
+    client_ca = Path(settings.compute_tls_client_ca).read_bytes() if settings.compute_tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     """Start pools and serve gRPC; returns once the port is bound (shells warm up in the background)."""
     shells_root = (settings.data_dir / "shells").resolve()
@@ -98,15 +109,20 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
         unavailable["r"] = "R is disabled by O16N_R_ENABLED"
     pools = {name: ShellPool(spec, _pool_config(settings, name), shells_root) for name, spec in specs.items()}
 
+    interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
+    if settings.compute_secret:
+        interceptors.insert(0, SecretInterceptor(settings.compute_secret))
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", 1 << 30),
             ("grpc.max_send_message_length", 1 << 30),
             ("grpc.so_reuseport", 0),
         ],
     )
-    port = server.add_insecure_port(f"{settings.compute_host}:{settings.compute_port}")
+    address = f"{settings.compute_host}:{settings.compute_port}"
+    credentials = _server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind the compute node to {settings.compute_host}:{settings.compute_port}")
     node_id = settings.node_id or f"{settings.compute_host}:{port}"

@@ -43,6 +43,14 @@ class ComputeNodeSettings:
         "", "Run shells as this unprivileged OS user (the compute node must run as root); empty: as the node's user."
     )
     node_id: str = setting("", "Name reported in /status; empty means host:port.")
+    compute_secret: str = setting(
+        "", "Shared secret web nodes must present on every gRPC call (health checks excepted); empty = not checked."
+    )
+    compute_tls_cert: str = setting("", "PEM certificate of the compute node's gRPC server; set with the key = TLS.")
+    compute_tls_key: str = setting("", "PEM private key of the compute node's gRPC server certificate.")
+    compute_tls_client_ca: str = setting(
+        "", "PEM CA that must have signed web nodes' client certificates (mutual TLS); empty = no client certificate."
+    )
     realtime_batch_max_size: int = setting(
         64, "Most rows one call of a realtime (ONNX) model scores when concurrent requests are batched; 1 disables."
     )
@@ -62,6 +70,10 @@ class ComputeNodeSettings:
                     f"O16N_{runtime.upper()}_POOL_INITIAL_SIZE ({initial}) must be between 0 and "
                     f"O16N_{runtime.upper()}_POOL_MAX_SIZE ({maximum}), which must be at least 1"
                 )
+        if bool(self.compute_tls_cert) != bool(self.compute_tls_key):
+            raise SettingsError("O16N_COMPUTE_TLS_CERT and O16N_COMPUTE_TLS_KEY go together")
+        if self.compute_tls_client_ca and not self.compute_tls_cert:
+            raise SettingsError("O16N_COMPUTE_TLS_CLIENT_CA needs O16N_COMPUTE_TLS_CERT and O16N_COMPUTE_TLS_KEY")
         if self.shell_acquire_timeout <= 0 or self.execution_timeout <= 0:
             raise SettingsError("timeouts must be positive")
         if self.realtime_batch_max_size < 1 or self.realtime_batch_max_wait < 0:

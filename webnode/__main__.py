@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -18,10 +19,15 @@ async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) ->
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    ssl_context = None
+    if settings.tls_cert:
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True, ssl_context=ssl_context)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else settings.port
-    print(f"o16n web node listening on http://{settings.host}:{port}", flush=True)
+    scheme = "https" if ssl_context else "http"
+    print(f"o16n web node listening on {scheme}://{settings.host}:{port}", flush=True)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

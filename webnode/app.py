@@ -12,6 +12,7 @@ from webnode.auth.logins import ADMIN
 from webnode.auth.middleware import audit_middleware
 from webnode.auth.passwords import generate_password, hash_password, verify_password
 from webnode.auth.roles import OWNER
+from webnode.compute.channels import ChannelFactory
 from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import Coordinator
 from webnode.coord.memory import MemoryCoordinator
@@ -19,7 +20,7 @@ from webnode.coord.redis import RedisCoordinator
 from webnode.keys import cluster_key, coordinator_key, db_key, services_key, settings_key
 from webnode.middleware import auth_middleware, error_middleware, request_id_middleware
 from webnode.routes import batch as batch_routes
-from webnode.routes import consume, login, realtime, services, status
+from webnode.routes import computenodes, consume, login, realtime, services, status
 from webnode.routes import pools as pools_routes
 from webnode.routes import sessions as sessions_routes
 from webnode.routes import snapshots as snapshots_routes
@@ -90,6 +91,14 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         app[coordinator_key],
         health_interval=settings.health_interval,
         streams=settings.compute_streams,
+        reload_interval=settings.compute_nodes_reload_interval,
+        channels=ChannelFactory(
+            secret=settings.compute_secret,
+            tls_ca=settings.compute_tls_ca,
+            client_cert=settings.compute_tls_client_cert,
+            client_key=settings.compute_tls_client_key,
+            server_name=settings.compute_tls_server_name,
+        ),
     )
     await cluster.start(settings.compute_nodes)
     app[cluster_key] = cluster
@@ -112,6 +121,7 @@ def create_app(settings: WebNodeSettings) -> web.Application:
         app.router.add_routes(module.routes)
     app.router.add_routes(sessions_routes.routes)
     app.router.add_routes(snapshots_routes.routes)
+    app.router.add_routes(computenodes.routes)
     app.router.add_routes(swagger_routes.routes)
     app.cleanup_ctx.append(batch_routes.batch_ctx)
     app.router.add_routes(batch_routes.routes)

@@ -41,15 +41,29 @@ class WebNodeSettings:
     )
     health_interval: float = setting(2.0, "Seconds between health checks of each compute node.")
     compute_streams: int = setting(2, "Long-lived gRPC streams kept open to each compute node.")
-    service_pool_size_limit: int = setting(
-        64, "Largest InitialPoolSize / MaxPoolSize accepted for a service's dedicated pool (per compute node)."
-    )
     batch_max_parallel_count: int = setting(
         100, "Cap on a batch execution's parallelCount: records of one execution running at once."
     )
     batch_max_records: int = setting(100_000, "Most records one batch execution may hold (400 above).")
     batch_lease_seconds: float = setting(
         15.0, "Seconds after which another web node resumes a batch execution whose web node stopped."
+    )
+    compute_nodes_reload_interval: float = setting(
+        30.0, "Seconds between re-reads of the central compute node list (and DNS) besides change notifications."
+    )
+    compute_secret: str = setting(
+        "", "Shared secret sent on every gRPC call to compute nodes (must match theirs); empty = none."
+    )
+    compute_tls_ca: str = setting("", "PEM CA verifying compute nodes' certificates; set = gRPC over TLS.")
+    compute_tls_client_cert: str = setting("", "PEM client certificate a web node presents to compute nodes (mTLS).")
+    compute_tls_client_key: str = setting("", "PEM private key of the web node's client certificate.")
+    compute_tls_server_name: str = setting(
+        "", "Name expected in compute nodes' certificates; empty = the host name or address dialled."
+    )
+    tls_cert: str = setting("", "PEM certificate (chain) of the web node's HTTPS server; set with the key = HTTPS.")
+    tls_key: str = setting("", "PEM private key of the web node's HTTPS certificate.")
+    service_pool_size_limit: int = setting(
+        64, "Largest InitialPoolSize / MaxPoolSize accepted for a service's dedicated pool (per compute node)."
     )
     session_idle_timeout: float = setting(
         3600.0, "Seconds a remote session may stay without calls before its compute node closes it (0 = never)."
@@ -115,6 +129,12 @@ class WebNodeSettings:
             raise SettingsError("O16N_DATABASE_URL must be a postgresql:// DSN (or empty for the embedded store)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("O16N_REDIS_URL must be a redis:// URL (or empty for in-process coordination)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise SettingsError("O16N_TLS_CERT and O16N_TLS_KEY go together")
+        if bool(self.compute_tls_client_cert) != bool(self.compute_tls_client_key):
+            raise SettingsError("O16N_COMPUTE_TLS_CLIENT_CERT and O16N_COMPUTE_TLS_CLIENT_KEY go together")
+        if self.compute_tls_client_cert and not self.compute_tls_ca:
+            raise SettingsError("O16N_COMPUTE_TLS_CLIENT_CERT needs O16N_COMPUTE_TLS_CA")
         if self.access_token_lifetime <= 0:
             raise SettingsError("O16N_ACCESS_TOKEN_LIFETIME must be positive")
         if not 4 <= self.bcrypt_rounds <= 31:
