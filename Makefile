@@ -10,7 +10,7 @@ MSCLIENT_PYTHON ?= python3.11
 MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint bench-pools
+.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-pools
 
 all: lint typecheck test
 
@@ -84,6 +84,15 @@ bench-runtimes: $(RSTAMP) services
 # Shell cold start (Python, R) and pool acquire/release overhead, on real shells.
 bench-pools: $(RSTAMP)
 	$(PY) scripts/bench_pools.py
+
+# Self-signed CA and certificates for HTTPS and web<->compute mutual TLS (README, "Cluster").
+CERT_HOSTS ?=
+certs: $(STAMP)
+	$(VENV)/bin/o16n admin certs --out certs $(foreach h,$(CERT_HOSTS),--host $(h))
+
+# docker-compose.yml, deploy/ Dockerfiles, nginx.conf and Kubernetes manifests (no Docker engine needed).
+deploy-lint: $(STAMP)
+	$(PY) -m pytest tests/test_deploy.py -q
 
 clean:
 	rm -rf $(VENV) .o16n build *.egg-info .pytest_cache .mypy_cache .ruff_cache
