@@ -116,6 +116,10 @@ async def test_refresh_rotates_and_old_pair_dies(server: WebNode, http: aiohttp.
     )
     assert status == 401 and isinstance(body, dict)
     assert_error(body, 401)
+    garbage_status, garbage = await status_of(
+        http, "POST", f"{server.url}/login/refreshToken", json={"refreshToken": "never-issued"}
+    )
+    assert garbage_status == 401 and garbage == body  # reuse is not told apart from garbage
     status, _ = await status_of(
         http, "POST", f"{server.url}/login/refreshToken", json={"refreshToken": second["refresh_token"]}
     )
@@ -224,6 +228,13 @@ async def test_roles_reader_contributor_owner(server: WebNode, http: aiohttp.Cli
     assert status == 403, body
     status, body = await status_of(http, "GET", f"{server.url}/computenodes", headers=admin)
     assert status == 200, body
+    same = {"entries": server.compute_uris}
+    status, body = await status_of(http, "PUT", f"{server.url}/computenodes", json=same, headers=c)
+    assert status == 403, body
+    status, body = await status_of(http, "PUT", f"{server.url}/computenodes", json=same, headers=admin)
+    assert status == 200, body
+    code, out, _ = await admin_cli(server, "audit", "--action", "admin", "--limit", "5")
+    assert code == 0 and "\tadmin\tadmin\tPUT /computenodes\tsuccess\t" in out
     status, body = await status_of(http, "DELETE", f"{server.url}/services/{name}/1.0", headers=admin)
     assert status == 200, body
     code, out, _ = await admin_cli(server, "audit", "--action", "denied", "--limit", "50")

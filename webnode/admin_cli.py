@@ -18,14 +18,10 @@ from typing import TextIO
 from common.errors import AppError, InvalidInput
 from common.settings import SettingsError, load
 from webnode.auth.audit import Auditor
-from webnode.auth.context import KEYS, REVOCATIONS
-from webnode.auth.logins import ADMIN
+from webnode.auth.channels import KEYS, REVOCATIONS
 from webnode.auth.passwords import hash_password, password_problem
-from webnode.auth.roles import ROLES
-from webnode.auth.tokens import TokenService
 from webnode.coord.base import Coordinator
 from webnode.coord.memory import MemoryCoordinator
-from webnode.coord.redis import RedisCoordinator
 from webnode.settings import WebNodeSettings
 from webnode.store.audit import AuditStore
 from webnode.store.config import ConfigStore
@@ -35,6 +31,8 @@ from webnode.store.tokens import RefreshTokenStore
 from webnode.store.users import UserStore
 
 COMMANDS = ("user", "key", "audit")
+ADMIN = "admin"  # the local admin (webnode.auth.logins.ADMIN), always Owner
+ROLES = ("Owner", "Contributor", "Reader")  # webnode.auth.roles.ROLES
 
 
 def add_commands(what: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -126,9 +124,11 @@ class _Admin:
 
 async def _run(args: argparse.Namespace, settings: WebNodeSettings, stdin: TextIO, stdout: TextIO) -> int:
     db = await open_database(settings.database_url, settings.data_dir)
-    coordinator: Coordinator = (
-        RedisCoordinator(settings.redis_url, settings.redis_prefix) if settings.redis_url else MemoryCoordinator()
-    )
+    coordinator: Coordinator = MemoryCoordinator()
+    if settings.redis_url:
+        from webnode.coord.redis import RedisCoordinator
+
+        coordinator = RedisCoordinator(settings.redis_url, settings.redis_prefix)
     try:
         await migrate(db)
         admin = _Admin(db, settings, coordinator)
@@ -182,6 +182,8 @@ async def _user(args: argparse.Namespace, admin: _Admin, stdin: TextIO, stdout: 
 
 
 async def _rotate(admin: _Admin, stdout: TextIO) -> int:
+    from webnode.auth.tokens import TokenService
+
     settings = admin.settings
     tokens = TokenService(
         issuer=settings.token_issuer, audience=settings.token_audience, lifetime=settings.access_token_lifetime

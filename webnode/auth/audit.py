@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import orjson
-from aiohttp import web
 
 from webnode.store.audit import AuditEntry, AuditStore
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger("o16n.audit")
 REQUEST_ID = "o16n.request_id"  # set on each request by the request-id middleware

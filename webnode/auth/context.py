@@ -18,6 +18,7 @@ from aiohttp import web
 
 from webnode.auth.audit import Auditor
 from webnode.auth.authenticator import Authenticator
+from webnode.auth.channels import KEYS, REVOCATIONS
 from webnode.auth.ldap import LdapAuthenticator
 from webnode.auth.logins import PasswordLogins
 from webnode.auth.oidc import OidcVerifier
@@ -34,9 +35,7 @@ from webnode.store.tokens import RefreshTokenStore
 from webnode.store.users import UserStore
 
 logger = logging.getLogger(__name__)
-
-REVOCATIONS = "revocations"  # coordination channel: a revoked chain id per message
-KEYS = "signing-keys"  # coordination channel: the signing keys changed
+__all__ = ["KEYS", "REVOCATIONS", "auditor_key", "auth_ctx", "authenticator_key", "logins_key", "refresh_key"]
 
 authenticator_key = web.AppKey("authenticator", Authenticator)
 auditor_key = web.AppKey("auditor", Auditor)

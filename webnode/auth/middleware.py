@@ -1,4 +1,5 @@
-"""Audit of denied requests: every 401, 403 and 429 outside the login routes (they audit themselves)."""
+"""Audit at the HTTP edge: every 401, 403 and 429 outside the login routes (they audit themselves),
+and every successful change to the compute node configuration (an administrative change)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from webnode.keys import PRINCIPAL
 logger = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _DENIED = {401: "unauthenticated", 403: "forbidden", 429: "throttled"}
+_ADMIN_PREFIXES = ("/computenodes",)
+_CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 
 
 @web.middleware
@@ -21,16 +24,18 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     response = await handler(request)
     outcome = _DENIED.get(response.status)
     if outcome is not None and not request.path.startswith("/login"):
-        principal = request.get(PRINCIPAL)
-        actor = principal.username if isinstance(principal, Principal) else ""
-        try:
-            await request.app[auditor_key].request(
-                request,
-                actor=actor,
-                action="denied",
-                outcome=outcome,
-                target=f"{request.method} {request.path}",
-            )
-        except Exception as exc:  # an audit failure must not turn a 401 into a 500
-            logger.error("could not write the audit log: %s", exc)
+        await _record(request, "denied", outcome)
+    elif response.status < 400 and request.method in _CHANGES and request.path.startswith(_ADMIN_PREFIXES):
+        await _record(request, "admin", "success")
     return response
+
+
+async def _record(request: web.Request, action: str, outcome: str) -> None:
+    principal = request.get(PRINCIPAL)
+    actor = principal.username if isinstance(principal, Principal) else ""
+    try:
+        await request.app[auditor_key].request(
+            request, actor=actor, action=action, outcome=outcome, target=f"{request.method} {request.path}"
+        )
+    except Exception as exc:  # an audit failure must not turn the response into a 500
+        logger.error("could not write the audit log: %s", exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from common.errors import AppError, InvalidInput, TooManyRequests, Unauthorized
+from common.errors import AppError, Forbidden, InvalidInput, TooManyRequests, Unauthorized
 from webnode.auth.context import REVOCATIONS, auditor_key, logins_key, refresh_store
 from webnode.auth.logins import ADMIN, NoRole
 from webnode.keys import coordinator_key, db_key, tokens_key
@@ -44,6 +44,8 @@ async def login(request: web.Request) -> web.Response:
         identity = await request.app[logins_key].login(body.username, body.password, request.remote or "")
     except AppError as exc:
         await audit.request(request, actor=body.username, action="login", outcome=_outcome(exc), detail=exc.message)
+        if isinstance(exc, NoRole):
+            raise Forbidden(exc.message) from None
         raise
     grant = await refresh_store(request.app).issue(identity.username)
     await audit.request(
@@ -64,7 +66,7 @@ async def renew_token(request: web.Request) -> web.Response:
         await audit.request(
             request, actor=exc.username, action="refresh", outcome="theft", detail="rotated token reused; chain revoked"
         )
-        raise
+        raise Unauthorized(exc.message) from None  # the same answer as for any invalid token
     except Unauthorized as exc:
         await audit.request(request, actor="", action="refresh", outcome="failure", detail=exc.message)
         raise
