@@ -631,3 +631,35 @@ async def test_web_node_giving_up_leaves_the_session_consistent(
         assert result["outputParameters"] == [{"name": "x", "value": "late"}, {"name": "y", "value": "next"}]
     finally:
         web.process.stop()
+
+
+async def test_every_web_node_routes_a_session(
+    tmp_path: Path, cluster_server: WebNode, compute_node: str, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    """Placement is central: another web node on the same store reaches the session, and sees it closed."""
+    from tests.support import REDIS_URL
+
+    other = await start_web_node(
+        tmp_path / "other",
+        [compute_node],
+        database_url=pg_dsn,
+        redis_url=REDIS_URL,
+    )  # its own Redis prefix: no invalidation message reaches it, the compute node's answer must do
+    try:
+        auth = await cluster_server.headers(http)
+        other_auth = await other.headers(http)
+        sid = await new_session(cluster_server, http, auth)
+        await execute(cluster_server, http, auth, sid, "shared = 'from A'")
+        result = await execute(other, http, other_auth, sid, "shared += ' and B'", outputParameters=["shared"])
+        assert result["outputParameters"] == [{"name": "shared", "value": "from A and B"}]
+        async with http.get(f"{other.url}/sessions", headers=other_auth) as resp:
+            assert sid in [s["id"] for s in await resp.json()]
+        async with http.delete(f"{cluster_server.url}/sessions/{sid}", headers=auth) as resp:
+            assert resp.status == 200
+        async with http.post(f"{other.url}/sessions/{sid}/execute", json={"code": "1"}, headers=other_auth) as resp:
+            assert resp.status in (404, 410)  # 410 when its cached placement is used, then the record is gone
+            assert_error(await resp.json(), resp.status)
+        async with http.get(f"{other.url}/sessions/{sid}/history", headers=other_auth) as resp:
+            assert resp.status == 404
+    finally:
+        other.process.stop()
