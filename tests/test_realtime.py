@@ -449,3 +449,27 @@ async def test_restarted_compute_node_gets_the_model_from_the_store(
     finally:
         web.process.stop()
         compute.stop()
+
+
+async def test_batch_execution_of_a_realtime_service(server: WebNode, http: aiohttp.ClientSession) -> None:
+    model, onx = regressor()
+    name = unique("rtbatch")
+    assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
+    headers = await server.headers(http)
+    records = [input_data(X_TEST[i : i + 1]) for i in range(4)]
+    records.append({"inputData": {"a": [1.0]}})  # a bad record fails alone
+    async with http.post(f"{server.url}/api/{name}/1.0/batch", json=records, headers=headers) as resp:
+        assert resp.status == 202, await resp.text()
+        execution = (await resp.json())["batchExecutionId"]
+
+    async def complete() -> dict[str, Any] | None:
+        async with http.get(f"{server.url}/api/{name}/1.0/batch/{execution}", headers=headers) as resp:
+            body: dict[str, Any] = await resp.json()
+        return body if body["completedItemCount"] == len(records) else None
+
+    results = (await wait_until(complete, timeout=60, what="the batch"))["batchExecutionResults"]
+    expected = model.predict(X_TEST[:4]).tolist()
+    for i in range(4):
+        assert results[i]["success"] is True
+        assert results[i]["outputParameters"]["outputData"]["variable"] == pytest.approx([expected[i]], rel=1e-5)
+    assert results[4]["success"] is False and "3 feature column(s)" in results[4]["errorMessage"]

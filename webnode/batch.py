@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -24,6 +25,7 @@ from webnode.coord.base import RESYNC, Coordinator
 from webnode.routes.consume import result_body
 from webnode.service_cache import ServiceCache
 from webnode.store.batches import FAILED, IN_PROGRESS, BatchExecution, BatchItem, BatchStore
+from webnode.store.services import Service
 
 logger = logging.getLogger(__name__)
 CHANNEL = "batches"
@@ -54,8 +56,10 @@ class BatchRunner:
         *,
         lease: float,
         timeout: float,
+        realtime: Callable[[Service, bytes], Awaitable[bytes]] | None = None,
     ) -> None:
         self.store = store
+        self._realtime = realtime  # scores a record of a realtime service (webnode/routes/realtime.py)
         self.node = uuid.uuid4().hex
         self._services = services
         self._cluster = cluster
@@ -124,6 +128,8 @@ class BatchRunner:
         for delay in (*_RETRY_DELAYS, None):
             try:
                 entry = await self._services.get(execution.name, execution.version)
+                if entry.service.runtime == "Realtime" and self._realtime is not None:
+                    return await self._realtime(entry.service, item.inputs.encode())
                 result = await self._cluster.execute_service(entry.definition, item.inputs.encode(), self._timeout)
                 return result_body(result)
             except Unavailable:

@@ -16,6 +16,7 @@ from webnode.auth.roles import Action, allowed, require
 from webnode.batch import BatchRunner
 from webnode.keys import cluster_key, coordinator_key, db_key, principal, services_key, settings_key
 from webnode.middleware import parse_json
+from webnode.routes import realtime
 from webnode.routes.consume import check_inputs
 from webnode.store.batches import PENDING, BatchExecution, BatchStore
 
@@ -34,6 +35,7 @@ async def batch_ctx(app: web.Application) -> AsyncIterator[None]:
         app[coordinator_key],
         lease=settings.batch_lease_seconds,
         timeout=settings.compute_timeout,
+        realtime=realtime.scorer(app),
     )
     app[batch_key] = runner
     await runner.start()

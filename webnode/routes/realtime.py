@@ -10,11 +10,12 @@ Realtime services to `consume_realtime`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,19 +224,26 @@ async def describe_columns(app: web.Application, service: Service, swagger: dict
     data_out["properties"] = {c.name: _column(c) for c in reply.outputs}
 
 
+async def score_body(app: web.Application, service: Service, body: bytes) -> bytes:
+    """The consume response body (WebServiceResult) of one scoring request to a realtime service."""
+    outputs = await app[realtime_key].score(model_hash(service), body, app[settings_key].compute_timeout)
+    return orjson.dumps(
+        {
+            "success": True,
+            "errorMessage": "",
+            "outputParameters": orjson.Fragment(outputs),
+            "outputFiles": {},
+            "consoleOutput": "",
+            "changedFiles": [],
+        }
+    )
+
+
+def scorer(app: web.Application) -> Callable[[Service, bytes], Awaitable[bytes]]:
+    """score_body bound to `app` (batch executions score realtime records with it)."""
+    return functools.partial(score_body, app)
+
+
 async def consume_realtime(app: web.Application, service: Service, body: bytes) -> web.Response:
     """Score a realtime service (called by POST /api/{name}/{version} once inputs are checked)."""
-    outputs = await app[realtime_key].score(model_hash(service), body, app[settings_key].compute_timeout)
-    return web.Response(
-        body=orjson.dumps(
-            {
-                "success": True,
-                "errorMessage": "",
-                "outputParameters": orjson.Fragment(outputs),
-                "outputFiles": {},
-                "consoleOutput": "",
-                "changedFiles": [],
-            }
-        ),
-        content_type="application/json",
-    )
+    return web.Response(body=await score_body(app, service, body), content_type="application/json")
