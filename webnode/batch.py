@@ -159,8 +159,9 @@ class BatchRunner:
             try:
                 await self.store.renew(self.node, list(self._running), self.lease_until)
                 for execution in await self.store.claim_orphans(self.node, time.time(), self.lease_until):
-                    logger.info("resuming batch execution %s", execution.id)
-                    self.run(execution)
+                    if execution.id not in self._running:
+                        logger.info("resuming batch execution %s", execution.id)
+                        self.run(execution)
             except AppError as exc:
                 logger.warning("batch lease upkeep failed: %s", exc.message)
             except Exception:
