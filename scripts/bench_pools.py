@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -28,16 +29,24 @@ def summary(samples: list[float], unit: float, name: str) -> str:
     return f"p50 {p50:.1f} {name}, p99 {p99:.1f} {name}, mean {statistics.fmean(samples) * unit:.1f} {name}"
 
 
-async def cold_starts(spec: ShellSpec, root: Path, count: int) -> list[float]:
-    times = []
+async def cold_starts(spec: ShellSpec, root: Path, count: int) -> tuple[list[float], list[float]]:
+    """Wall time to the first answer, and the CPU time (user + system) the shell spent on it."""
+    times, cpu = [], []
     for _ in range(count):
         shell = ShellProcess(spec, root)
         started = time.perf_counter()
         await shell.start(120)
         times.append(time.perf_counter() - started)
+        cpu.append(_cpu_seconds(shell.pid or 0))
         await shell.terminate(grace=1)
         shell.cleanup()
-    return times
+    return times, cpu
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def leases(root: Path, count: int) -> tuple[list[float], list[float]]:
@@ -71,11 +80,13 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        py = await cold_starts(PYTHON, root, args.starts)
+        py, py_cpu = await cold_starts(PYTHON, root, args.starts)
         print(f"python shell cold start ({args.starts}x): {summary(py, 1000, 'ms')}")
+        print(f"  CPU time it used:            {summary(py_cpu, 1000, 'ms')}")
         try:
-            r = await cold_starts(R, root, args.starts)
+            r, r_cpu = await cold_starts(R, root, args.starts)
             print(f"R shell cold start ({args.starts}x):      {summary(r, 1000, 'ms')}")
+            print(f"  CPU time it used:            {summary(r_cpu, 1000, 'ms')}")
         except Exception as exc:  # R not installed
             print(f"R shell cold start: unavailable ({exc})")
         bare, ping = await leases(root, args.leases)
