@@ -8,21 +8,32 @@ O16N_LOCAL_LOGIN_WITH_EXTERNAL is set.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import subprocess
 import warnings
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 with warnings.catch_warnings():  # ldap3 uses names pyasn1 deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
     import ldap3
 
+from common.errors import Unavailable
+from common.settings import load
 from tests.support import ADMIN_PASSWORD, WebNode, admin_cli, free_port, start_web_node, wait_until
+from webnode.auth.ldap import LdapAuthenticator
+from webnode.settings import WebNodeSettings
 
 BASE = "dc=o16n,dc=test"
 ROOT_DN = f"cn=root,{BASE}"
@@ -45,15 +56,68 @@ def _slapd() -> str:
     return path
 
 
+@dataclass
+class Directory:
+    url: str  # ldap://127.0.0.1:<port>
+    ldaps_port: int
+    ca_file: Path  # the CA that signed the LDAPS certificate
+    process: subprocess.Popen[bytes]
+
+
+def _tls_files(workdir: Path) -> tuple[Path, Path, Path]:
+    """A private CA and a certificate for 127.0.0.1 / localhost signed by it (ca, cert, key)."""
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("o16n test CA"))
+        .issuer_name(name("o16n test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(san, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = workdir / "ca.pem", workdir / "server.pem", workdir / "server.key"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return paths
+
+
 @pytest.fixture(scope="module")
-async def slapd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A slapd with an mdb database under BASE, listening on 127.0.0.1:<free port>."""
+async def slapd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Directory]:
+    """A slapd with an mdb database under BASE, on 127.0.0.1: LDAP and LDAPS on free ports."""
     workdir = tmp_path_factory.mktemp("slapd")
     (workdir / "db").mkdir()
+    ca_file, cert_file, key_file = _tls_files(workdir)
     includes = "\n".join(f"include /etc/ldap/schema/{name}.schema" for name in SCHEMAS)
     (workdir / "slapd.conf").write_text(
         f"""{includes}
 pidfile {workdir}/slapd.pid
+TLSCACertificateFile {ca_file}
+TLSCertificateFile {cert_file}
+TLSCertificateKeyFile {key_file}
 modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
@@ -66,20 +130,20 @@ access to attrs=userPassword by anonymous auth by self write by * none
 access to * by users read by anonymous auth
 """
     )
-    url = f"ldap://127.0.0.1:{free_port()}"
-    process = _start_slapd(workdir, url)
+    url, ldaps_port = f"ldap://127.0.0.1:{free_port()}", free_port()
+    process = _start_slapd(workdir, f"{url}/ ldaps://127.0.0.1:{ldaps_port}/")
     await wait_until(lambda: _bound(url), timeout=30, what="slapd")
     _seed(url)
-    yield url, process
+    yield Directory(url, ldaps_port, ca_file, process)
     if process.poll() is None:
         process.terminate()
         process.wait(10)
 
 
-def _start_slapd(workdir: Path, url: str) -> subprocess.Popen[bytes]:
+def _start_slapd(workdir: Path, urls: str) -> subprocess.Popen[bytes]:
     with open(workdir / "slapd.log", "wb") as log:
         return subprocess.Popen(
-            [_slapd(), "-d", "0", "-f", str(workdir / "slapd.conf"), "-h", f"{url}/"],
+            [_slapd(), "-d", "0", "-f", str(workdir / "slapd.conf"), "-h", urls],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -137,11 +201,11 @@ def _ldap_env(url: str, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 async def mapped(
-    slapd: tuple[str, subprocess.Popen[bytes]], compute_node: str, tmp_path_factory: pytest.TempPathFactory
+    slapd: Directory, compute_node: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WebNode]:
     """LDAP with all three role groups declared (so users in no mapped group are denied)."""
     env = _ldap_env(
-        slapd[0],
+        slapd.url,
         O16N_ROLE_OWNER_GROUPS="Administrators",
         O16N_ROLE_CONTRIBUTOR_GROUPS="RProgrammers,Quality",
         O16N_ROLE_READER_GROUPS="App developers",
@@ -153,11 +217,11 @@ async def mapped(
 
 @pytest.fixture(scope="module")
 async def unmapped(
-    slapd: tuple[str, subprocess.Popen[bytes]], compute_node: str, tmp_path_factory: pytest.TempPathFactory
+    slapd: Directory, compute_node: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[WebNode]:
     """LDAP with no role groups, the unique user id attribute, and local logins kept on."""
     env = _ldap_env(
-        slapd[0], O16N_LOCAL_LOGIN_WITH_EXTERNAL="true", O16N_LDAP_UNIQUE_USER_IDENTIFIER_ATTRIBUTE_NAME="uid"
+        slapd.url, O16N_LOCAL_LOGIN_WITH_EXTERNAL="true", O16N_LDAP_UNIQUE_USER_IDENTIFIER_ATTRIBUTE_NAME="uid"
     )
     node = await start_web_node(tmp_path_factory.mktemp("ldap-unmapped"), [compute_node], **env)
     yield node
@@ -238,13 +302,38 @@ async def test_no_role_groups_default_and_local_login_kept(unmapped: WebNode, ht
     assert code == 0 and "dave.uid\tContributor\tldap" in out
 
 
-async def test_directory_down_is_503(
-    mapped: WebNode, http: aiohttp.ClientSession, slapd: tuple[str, subprocess.Popen[bytes]]
+async def test_ldaps(
+    slapd: Directory, compute_node: str, tmp_path_factory: pytest.TempPathFactory, http: aiohttp.ClientSession
 ) -> None:
+    env = _ldap_env(
+        slapd.url,
+        O16N_LDAP_USE_LDAPS="true",
+        O16N_LDAP_PORT=str(slapd.ldaps_port),
+        O16N_LDAP_CA_FILE=str(slapd.ca_file),
+    )
+    node = await start_web_node(tmp_path_factory.mktemp("ldaps"), [compute_node], **env)
+    try:
+        status, body = await _login(http, node, "bob", PEOPLE["bob"][0])
+        assert status == 200, body
+        assert _claims(body)["role"] == "Contributor"
+    finally:
+        node.process.stop()
+    # A CA that did not sign the server's certificate: the directory is unusable (503), never a 500.
+    other_ca, _, _ = _tls_files(tmp_path_factory.mktemp("other-ca"))
+    settings = load(
+        WebNodeSettings,
+        _ldap_env(slapd.url, O16N_LDAP_USE_LDAPS="true"),
+        ldap_port=slapd.ldaps_port,
+        ldap_ca_file=str(other_ca),
+    )
+    with pytest.raises(Unavailable):
+        await LdapAuthenticator(settings).authenticate("bob", PEOPLE["bob"][0])
+
+
+async def test_directory_down_is_503(mapped: WebNode, http: aiohttp.ClientSession, slapd: Directory) -> None:
     """Runs last in this module: stops slapd."""
-    _, process = slapd
-    process.terminate()
-    process.wait(10)
+    slapd.process.terminate()
+    slapd.process.wait(10)
     status, body = await _login(http, mapped, "alice", PEOPLE["alice"][0])
     assert status == 503 and body["code"] == 503 and "LDAP" in body["message"]
     assert "Traceback" not in str(body)
