@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -203,14 +204,26 @@ async def test_batch_errors(
 async def test_a_restarted_web_node_finishes_the_batch(
     tmp_path: Path, compute_node: str, http: aiohttp.ClientSession
 ) -> None:
-    """State lives in the store: kill the web node mid-batch; a new one on the same store completes it."""
-    env = {"O16N_BATCH_LEASE_SECONDS": "1"}
+    """State lives in the store: kill the web node mid-batch; a new one on the same store completes it.
+
+    The web nodes cap parallelCount at 1, so the records also show that the cap holds.
+    """
+    env = {"O16N_BATCH_LEASE_SECONDS": "1", "O16N_BATCH_MAX_PARALLEL_COUNT": "1"}
+    timed = {
+        **SLOW,
+        "code": "import time\nstart = time.time()\ntime.sleep(delay)\nend = time.time()\nresult = x",
+        "outputParameterDefinitions": [
+            {"name": "result", "type": "integer"},
+            {"name": "start", "type": "numeric"},
+            {"name": "end", "type": "numeric"},
+        ],
+    }
     web = await start_web_node(tmp_path / "web", [compute_node], **env)
     try:
         auth = await web.headers(http)
-        name = await publish(http, web, auth, SLOW)
+        name = await publish(http, web, auth, timed)
         records = [{"x": i, "delay": 0.3} for i in range(6)]
-        execution = await start(http, web, auth, name, records, parallel=1)
+        execution = await start(http, web, auth, name, records, parallel=6)
 
         async def some_done() -> bool:
             return bool((await status(http, web, auth, name, execution))["completedItemCount"] >= 1)
@@ -223,7 +236,10 @@ async def test_a_restarted_web_node_finishes_the_batch(
     try:
         auth = await again.headers(http)
         body = await wait_complete(http, again, auth, name, execution)
-        assert [r["outputParameters"] for r in body["batchExecutionResults"]] == [{"result": i} for i in range(6)]
+        outputs = [r["outputParameters"] for r in body["batchExecutionResults"]]
+        assert [o["result"] for o in outputs] == list(range(6))
         assert all(r["success"] for r in body["batchExecutionResults"])
+        spans = sorted((o["start"], o["end"]) for o in outputs)
+        assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), spans
     finally:
         again.process.stop()
