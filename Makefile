@@ -10,7 +10,7 @@ MSCLIENT_PYTHON ?= python3.11
 MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-pools
+.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
 
 all: lint typecheck test
 
@@ -89,6 +89,10 @@ bench-pools: $(RSTAMP)
 CERT_HOSTS ?=
 certs: $(STAMP)
 	$(VENV)/bin/o16n admin certs --out certs $(foreach h,$(CERT_HOSTS),--host $(h))
+
+# Throughput with 1 and 2 compute nodes, and time to route around a killed node (same machine).
+bench-cluster: $(STAMP) services
+	$(PY) -m tests.bench_cluster
 
 # docker-compose.yml, deploy/ Dockerfiles, nginx.conf and Kubernetes manifests (no Docker engine needed).
 deploy-lint: $(STAMP)
