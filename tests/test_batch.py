@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support import WebNode, start_web_node, unique, wait_until
-from tests.test_services import ADD, create_user, expect_error, publish
+from tests.test_services import ADD, expect_error, publish, user_headers
 
 WRITER = {
     "runtimeType": "Python",
@@ -29,9 +29,8 @@ SLOW = {
 
 
 @pytest.fixture
-async def other_user(server: WebNode, session_dir: Path, request: pytest.FixtureRequest) -> dict[str, str]:
-    dsn = request.getfixturevalue("pg_dsn") if server.mode == "cluster" else None
-    return await create_user(server, session_dir, dsn, "Contributor")
+async def other_user(server: WebNode) -> dict[str, str]:
+    return await user_headers(server, "Contributor")
 
 
 def batch_url(server: WebNode, name: str, suffix: str = "") -> str:

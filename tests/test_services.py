@@ -6,17 +6,13 @@ import base64
 import re
 import urllib.parse
 import uuid
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support import WebNode, login, unique
+from tests.support import WebNode, create_user, login, unique
 from tests.test_foundation import assert_error
-from webnode.auth.passwords import hash_password
-from webnode.store.db import open_database
-from webnode.store.users import UserStore
 
 ADD: dict[str, Any] = {
     "code": "result = x + y",
@@ -47,14 +43,10 @@ CREATION_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}$")
 # ---------------------------------------------------------------- helpers (other test modules import these)
 
 
-async def create_user(server: WebNode, session_dir: Path, pg_dsn: str | None, role: str) -> dict[str, str]:
-    """A second local user, written straight into the server's store; returns auth headers for it."""
-    db = await open_database(pg_dsn if server.mode == "cluster" and pg_dsn else "", session_dir / "onebox" / "data")
+async def user_headers(server: WebNode, role: str) -> dict[str, str]:
+    """A new local user with `role` (through `o16n admin user add`); returns auth headers for it."""
     username, password = unique(role.lower()), "Us3r-Passw0rd!"
-    try:
-        await UserStore(db).create(username, await hash_password(password, 4), role)
-    finally:
-        await db.close()
+    await create_user(server, username, password, role)
     async with aiohttp.ClientSession() as http:
         token = await login(http, server.url, username, password)
     return {"Authorization": f"Bearer {token}", "X-User": username}
@@ -95,12 +87,11 @@ async def expect_error(resp: aiohttp.ClientResponse, status: int, *, field: str 
 
 
 @pytest.fixture
-async def second_user(server: WebNode, session_dir: Path, request: pytest.FixtureRequest) -> Any:
+async def second_user(server: WebNode) -> Any:
     """A factory: await second_user("Contributor" | "Reader") -> auth headers of a new user."""
-    dsn = request.getfixturevalue("pg_dsn") if server.mode == "cluster" else None
 
     async def make(role: str) -> dict[str, str]:
-        return await create_user(server, session_dir, dsn, role)
+        return await user_headers(server, role)
 
     return make
 
