@@ -153,3 +153,41 @@ async def test_120mb_file_streams_through(onebox_server: WebNode, http: aiohttp.
     finally:
         async with http.delete(f"{server.url}/sessions/{sid}/force", headers=auth):
             pass
+
+
+async def test_snapshot_store_copy_and_stale_cleanup(tmp_path: Path) -> None:
+    """The store contract services rely on (copy_snapshot), and removal of abandoned writes."""
+    from common.errors import NotFound
+    from webnode.store.db import open_database
+    from webnode.store.migrations import migrate
+    from webnode.store.snapshots import SnapshotRecord, SnapshotStore
+
+    db = await open_database("", tmp_path)
+    try:
+        await migrate(db)
+        store = SnapshotStore(db)
+        record = SnapshotRecord(id="s1", owner="ann", name="n", runtime="Python", content_size=0, chunk_count=0)
+        await store.begin(record)
+        for seq, data in enumerate((b"ab", b"cd")):
+            await store.put_chunk("s1", seq, data)
+        assert await store.list("ann") == []  # not listed while pending
+        with pytest.raises(NotFound):
+            await store.get("s1")
+        await store.complete("s1", 4, 2)
+        assert [r.id for r in await store.list("ann")] == ["s1"]
+
+        copy = await store.copy_snapshot("s1", "s1-copy", owner="service:x")
+        await store.delete("s1")
+        assert copy.owner == "service:x" and copy.content_size == 4
+        assert await store.read_content("s1-copy") == b"abcd"
+
+        stale = SnapshotRecord(
+            id="s2", owner="ann", name="", runtime="R", content_size=0, chunk_count=0, created_at=1.0
+        )
+        await store.begin(stale)
+        await store.put_chunk("s2", 0, b"x")
+        assert await store.delete_stale(time.time() - 60) == 1
+        assert await db.fetch("SELECT seq FROM snapshot_chunks WHERE snapshot_id = $1", "s2") == []
+        assert await store.delete_stale(time.time() - 60) == 0
+    finally:
+        await db.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -30,9 +31,11 @@ from webnode.compute.client import NotDelivered, grpc_target
 from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import RESYNC, Coordinator
 from webnode.store.sessions import SessionRecord, SessionStore
+from webnode.store.snapshots import SnapshotStore
 
 logger = logging.getLogger(__name__)
 CHANNEL = "sessions"
+STALE_SNAPSHOT_SECONDS = 6 * 3600  # far longer than writing any snapshot takes
 RUNTIME_ENUM = {"Python": pb.PYTHON, "R": pb.R}
 T = TypeVar("T")
 
@@ -48,6 +51,7 @@ class SessionGateway:
     def __init__(
         self,
         store: SessionStore,
+        snapshots: SnapshotStore,
         cluster: ComputeCluster,
         coordinator: Coordinator,
         *,
@@ -56,6 +60,7 @@ class SessionGateway:
         call_timeout: float,
     ) -> None:
         self.store = store
+        self._snapshots = snapshots
         self._cluster = cluster
         self._coordinator = coordinator
         self._idle_timeout = idle_timeout
@@ -226,7 +231,10 @@ class SessionGateway:
                 logger.warning("session sweep failed: %s", exc.message)
 
     async def sweep(self) -> None:
-        """Remove records of sessions their (reachable) node no longer holds."""
+        """Remove records of sessions their (reachable) node no longer holds, and abandoned snapshots."""
+        stale = await self._snapshots.delete_stale(time.time() - STALE_SNAPSHOT_SECONDS)
+        if stale:
+            logger.info("removed %d snapshot(s) left unfinished by a web node that stopped", stale)
         records = await self.store.list()
         by_node: dict[str, list[SessionRecord]] = {}
         for record in records:

@@ -77,6 +77,7 @@ async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     gateway = SessionGateway(
         SessionStore(app[db_key]),
+        SnapshotStore(app[db_key]),
         app[cluster_key],
         app[coordinator_key],
         idle_timeout=settings.session_idle_timeout,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
@@ -61,29 +62,27 @@ async def save_from(
 ) -> SnapshotRecord:
     """Snapshot a session: stream the zip its node builds into the store, chunk by chunk."""
     snapshot_id = str(uuid.uuid4())
-    first, rest = await gateway.download(
-        session, lambda s: s.SaveSnapshot(spb.SaveSnapshotRequest(session_id=session.id, snapshot_id=snapshot_id))
+    record = SnapshotRecord(
+        id=snapshot_id, owner=session.owner, name=name, runtime=session.runtime, content_size=0, chunk_count=0
     )
+    await snapshots.begin(record)
     size, seq = 0, 0
     try:
+        first, rest = await gateway.download(
+            session,
+            lambda s: s.SaveSnapshot(spb.SaveSnapshotRequest(session_id=session.id, snapshot_id=snapshot_id)),
+        )
         await snapshots.put_chunk(snapshot_id, seq, first)
         size, seq = len(first), 1
         async for data in read_ahead(rest):
             await snapshots.put_chunk(snapshot_id, seq, data)
             size, seq = size + len(data), seq + 1
-        record = SnapshotRecord(
-            id=snapshot_id,
-            owner=session.owner,
-            name=name,
-            runtime=session.runtime,
-            content_size=size,
-            chunk_count=seq,
-        )
-        await snapshots.finish(record)
+        await snapshots.complete(snapshot_id, size, seq)
     except BaseException:
         with contextlib.suppress(Exception):
             await snapshots.delete(snapshot_id)
         raise
+    record = dataclasses.replace(record, content_size=size, chunk_count=seq)
     return record
 
 

@@ -1,7 +1,9 @@
 """Snapshots in the central store: metadata rows plus the zip content as ordered ~1 MiB chunks.
 
-Content is written chunk by chunk before the metadata row, so a snapshot is listed only
-once it is complete, and read back chunk by chunk so no node holds a whole zip in memory.
+A snapshot being written has a metadata row with `content_size = -1` (PENDING): it is not
+listed or served until `complete` records its size. Content is written and read back chunk
+by chunk, so no node holds a whole zip in memory. `delete_stale` removes what a web node that
+died mid-write left behind.
 
 For publishing services: `copy_snapshot(snapshot_id, new_id, owner=...)` copies a
 snapshot's metadata and content inside the database under a new id that the service owns,
@@ -10,6 +12,7 @@ so the service keeps working after Microsoft's client deletes the original snaps
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -30,6 +33,7 @@ class SnapshotRecord:
 
 
 _COLUMNS = "id, owner, name, runtime, content_size, chunk_count, created_at"
+PENDING = -1
 
 
 def _from_row(row: Row) -> SnapshotRecord:
@@ -53,6 +57,27 @@ class SnapshotStore:
             "INSERT INTO snapshot_chunks (snapshot_id, seq, data) VALUES ($1, $2, $3)", snapshot_id, seq, data
         )
 
+    async def begin(self, record: SnapshotRecord) -> None:
+        """Record a snapshot whose chunks are about to be written (not listed until `complete`)."""
+        await self.finish(dataclasses.replace(record, content_size=PENDING, chunk_count=0))
+
+    async def complete(self, snapshot_id: str, content_size: int, chunk_count: int) -> None:
+        await self._db.execute(
+            "UPDATE snapshots SET content_size = $2, chunk_count = $3 WHERE id = $1",
+            snapshot_id,
+            content_size,
+            chunk_count,
+        )
+
+    async def delete_stale(self, older_than: float) -> int:
+        """Remove snapshots still pending since before `older_than` (epoch seconds); returns how many."""
+        rows = await self._db.fetch(
+            "SELECT id FROM snapshots WHERE content_size = $1 AND created_at < $2", PENDING, older_than
+        )
+        for row in rows:
+            await self.delete(row["id"])
+        return len(rows)
+
     async def finish(self, record: SnapshotRecord) -> None:
         """Record a snapshot whose chunks are all stored."""
         await self._db.execute(
@@ -68,13 +93,17 @@ class SnapshotStore:
 
     async def get(self, snapshot_id: str, owner: str | None = None) -> SnapshotRecord:
         """The snapshot (the caller's, when `owner` is given; others' are NotFound too)."""
-        row = await self._db.fetchrow(f"SELECT {_COLUMNS} FROM snapshots WHERE id = $1", snapshot_id)
+        row = await self._db.fetchrow(
+            f"SELECT {_COLUMNS} FROM snapshots WHERE id = $1 AND content_size >= 0", snapshot_id
+        )
         if row is None or (owner is not None and row["owner"] != owner):
             raise NotFound(f"snapshot '{snapshot_id}' not found")
         return _from_row(row)
 
     async def list(self, owner: str) -> list[SnapshotRecord]:
-        rows = await self._db.fetch(f"SELECT {_COLUMNS} FROM snapshots WHERE owner = $1 ORDER BY created_at", owner)
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM snapshots WHERE owner = $1 AND content_size >= 0 ORDER BY created_at", owner
+        )
         return [_from_row(r) for r in rows]
 
     async def chunks(self, record: SnapshotRecord) -> AsyncIterator[bytes]:
