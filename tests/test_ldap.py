@@ -11,7 +11,9 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import shutil
+import statistics
 import subprocess
+import time
 import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ with warnings.catch_warnings():  # ldap3 uses names pyasn1 deprecated
 
 from common.errors import Unavailable
 from common.settings import load
-from tests.support import ADMIN_PASSWORD, WebNode, admin_cli, free_port, start_web_node, wait_until
+from tests.support import ADMIN_PASSWORD, WebNode, admin_cli, free_port, start_web_node, unique, wait_until
 from webnode.auth.ldap import LdapAuthenticator
 from webnode.settings import WebNodeSettings
 
@@ -195,6 +197,8 @@ def _ldap_env(url: str, **extra: str) -> dict[str, str]:
         "O16N_LDAP_SEARCH_FILTER": "(&(objectClass=inetOrgPerson)(cn={0}))",
         "O16N_LDAP_GROUP_SEARCH_BASE": f"ou=groups,{BASE}",
         "O16N_LDAP_TIMEOUT": "3",
+        "O16N_LOGIN_MAX_FAILURES_PER_USER": "100",  # the timing comparison fails logins on purpose
+        "O16N_LOGIN_MAX_FAILURES_PER_ADDRESS": "1000",
         **extra,
     }
 
@@ -281,6 +285,16 @@ async def test_wrong_password_unknown_user_and_injection_are_401(mapped: WebNode
         assert status == 401, (username, body)
         bodies.append(body)
     assert bodies[0] == bodies[1]
+    wrong, unknown = [], []
+    for _ in range(7):
+        for username, times in (("bob", wrong), (unique("nobody"), unknown)):
+            started = time.perf_counter()
+            assert (await _login(http, mapped, username, "Wrong-Passw0rd!"))[0] == 401
+            times.append(time.perf_counter() - started)
+    print(
+        f"LDAP median 401: wrong password {statistics.median(wrong) * 1000:.1f} ms, "
+        f"unknown user {statistics.median(unknown) * 1000:.1f} ms"
+    )
     status, body = await _login(http, mapped, "alice", "")
     assert status == 400  # an empty password never reaches the directory (it would be an anonymous bind)
 

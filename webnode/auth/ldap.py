@@ -75,6 +75,9 @@ class LdapAuthenticator:
             try:
                 entry = self._find_user(query, username)
                 if entry is None:
+                    # Bind anyway (as an entry that does not exist), so an unknown user costs
+                    # about what a wrong password costs.
+                    self._connection(f"cn=o16n-no-such-user,{settings.ldap_search_base}", password).bind()
                     return None
                 dn, name, member_of = entry
                 user_conn = self._connection(dn, password)
