@@ -106,6 +106,10 @@ class SessionRegistry:
             await self.close_session(session_id, force=True)
 
     def ids(self) -> list[str]:
+        """Live sessions; one whose shell died meanwhile is dropped here."""
+        for session in list(self._sessions.values()):
+            if session.shell.poll() is not None:
+                self._drop(session)
         return list(self._sessions)
 
     # ------------------------------------------------------------------ lifecycle

@@ -663,3 +663,23 @@ async def test_every_web_node_routes_a_session(
             assert resp.status == 404
     finally:
         other.process.stop()
+
+
+async def test_shell_dying_while_idle_is_swept(tmp_path: Path, compute_node: str, http: aiohttp.ClientSession) -> None:
+    web = await start_web_node(tmp_path / "web", [compute_node], O16N_SESSION_SWEEP_INTERVAL="0.3")
+    try:
+        auth = await web.headers(http)
+        sid = await new_session(web, http, auth)
+        keep = await new_session(web, http, auth)
+        await execute(web, http, auth, sid, "import os, threading\nthreading.Timer(0.3, os._exit, [9]).start()")
+
+        async def swept() -> bool:
+            async with http.get(f"{web.url}/sessions", headers=auth) as resp:
+                return sid not in [s["id"] for s in await resp.json()]
+
+        await wait_until(swept, timeout=15, what="the record of the dead session to be removed")
+        async with http.get(f"{web.url}/sessions/{sid}/history", headers=auth) as resp:
+            assert resp.status == 404
+        assert (await execute(web, http, auth, keep, "1"))["success"] is True
+    finally:
+        web.process.stop()
