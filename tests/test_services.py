@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import urllib.parse
@@ -521,3 +522,18 @@ async def test_a_service_keeps_its_own_copy_of_the_snapshot(
             await expect_error(resp, 400, field="snapshotId")
         async with http.patch(f"{server.url}/services/{name}/1.0", json={"snapshotId": bad}, headers=auth) as resp:
             await expect_error(resp, 400, field="snapshotId")
+
+
+async def test_concurrent_first_requests_share_one_definition_load(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    name = await publish(http, server, auth, ADD)
+    missing = unique("none")
+
+    async def call(service: str) -> int:
+        async with http.post(f"{server.url}/api/{service}/1.0", json={"x": 1, "y": 2}, headers=auth) as resp:
+            await resp.read()
+            return resp.status
+
+    statuses = await asyncio.gather(*(call(name) for _ in range(20)), *(call(missing) for _ in range(5)))
+    assert statuses == [200] * 20 + [404] * 5

@@ -7,6 +7,7 @@ first request. Publish/patch/delete on any web node broadcasts `name/version` on
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from common.pb import compute_pb2 as pb
@@ -45,6 +46,7 @@ class ServiceCache:
         self.store = store
         self._coordinator = coordinator
         self._entries: dict[tuple[str, str], CachedService] = {}
+        self._loading: dict[tuple[str, str], asyncio.Future[CachedService]] = {}
         # Bumped on every invalidation: a read that raced with one must not cache what it read.
         self._generation = 0
         coordinator.subscribe(CHANNEL, self._on_message)
@@ -58,16 +60,26 @@ class ServiceCache:
         self._entries.pop((name, version), None)
 
     async def get(self, name: str, version: str) -> CachedService:
-        entry = self._entries.get((name, version))
-        if entry is None:
-            generation = self._generation
-            service = await self.store.get(name, version)
-            snapshot = None
-            if service.snapshot_id and service.runtime in ("Python", "R"):
-                snapshot = await self.store.snapshot_content(service.snapshot_id)
-            entry = CachedService(service, to_definition(service, snapshot))
-            if generation == self._generation:
-                self._entries[(name, version)] = entry
+        key = (name, version)
+        entry = self._entries.get(key)
+        if entry is not None:
+            return entry
+        # One read of the store per key at a time, however many requests miss together.
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = self._loading[key] = asyncio.ensure_future(self._load(name, version))
+            loading.add_done_callback(lambda done: self._loading.pop(key) if self._loading.get(key) is done else None)
+        return await asyncio.shield(loading)
+
+    async def _load(self, name: str, version: str) -> CachedService:
+        generation = self._generation
+        service = await self.store.get(name, version)
+        snapshot = None
+        if service.snapshot_id and service.runtime in ("Python", "R"):
+            snapshot = await self.store.snapshot_content(service.snapshot_id)
+        entry = CachedService(service, to_definition(service, snapshot))
+        if generation == self._generation:
+            self._entries[(name, version)] = entry
         return entry
 
     async def changed(self, name: str, version: str) -> None:
