@@ -161,6 +161,7 @@ class LoadedService:
     outputs: list[tuple[str, str]]
     output_files: list[str]
     base: Any = None  # the environment initCode ran in
+    output_names: Any = None  # the outputs' names as an R character vector, built once
     files: workdir.Listing = field(default_factory=dict)
 
 
@@ -249,6 +250,7 @@ class RShell:
             outputs=[(p[0], p[1]) for p in spec["outputs"]],
             output_files=list(spec["output_files"]),
             base=self._new_env(parent=self.ri.globalenv),
+            output_names=self.ri.StrSexpVector([p[0] for p in spec["outputs"]]),
         )
         self.console.clear()
         if spec.get("init_code"):
@@ -284,9 +286,8 @@ class RShell:
         inputs = self.ri.ListSexpVector(bound)
         if names:
             inputs.do_slot_assign("names", self.ri.StrSexpVector(names))
-        output_names = self.ri.StrSexpVector([name for name, _ in service.outputs])
         self.console.clear()
-        ok, error, found = self._execute(service.code, service.base, inputs, output_names)
+        ok, error, found = self._execute(service.code, service.base, inputs, service.output_names)
         changed = workdir.changed(service.files, workdir.listing(self.root))
         outputs: dict[str, Any] = {}
         if ok:
