@@ -47,6 +47,7 @@ PEOPLE = {  # name: (password, groups)
     "bob": ("Bob-Passw0rd!", ["RProgrammers"]),
     "carol": ("Carol-Passw0rd!", ["App developers"]),
     "dave": ("Dave-Passw0rd!", []),
+    "erin": ("Erin-Passw0rd!", ["RProgrammers"]),
 }
 SCHEMAS = ("core", "cosine", "inetorgperson", "nis")
 
@@ -278,6 +279,25 @@ async def test_roles_apply_to_the_api(mapped: WebNode, http: aiohttp.ClientSessi
         assert _claims(await resp.json())["role"] == "Contributor"
 
 
+async def test_refresh_rereads_the_directory(mapped: WebNode, http: aiohttp.ClientSession, slapd: Directory) -> None:
+    status, body = await _login(http, mapped, "erin", PEOPLE["erin"][0])
+    assert status == 200 and _claims(body)["role"] == "Contributor"
+    erin = f"cn=erin,ou=people,{BASE}"
+    directory = ldap3.Connection(ldap3.Server(slapd.url), ROOT_DN, ROOT_PASSWORD, auto_bind=True)
+    assert directory.modify(f"cn=RProgrammers,ou=groups,{BASE}", {"member": [(ldap3.MODIFY_DELETE, [erin])]})
+    assert directory.modify(f"cn=App developers,ou=groups,{BASE}", {"member": [(ldap3.MODIFY_ADD, [erin])]})
+    async with http.post(f"{mapped.url}/login/refreshToken", json={"refreshToken": body["refresh_token"]}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert _claims(body)["role"] == "Reader"  # the new group, mapped again at the refresh
+    assert directory.delete(erin)
+    directory.unbind()
+    async with http.post(f"{mapped.url}/login/refreshToken", json={"refreshToken": body["refresh_token"]}) as resp:
+        assert resp.status == 401  # gone from the directory: the login ends
+    async with http.get(f"{mapped.url}/services", headers={"Authorization": f"Bearer {body['access_token']}"}) as resp:
+        assert resp.status == 401
+
+
 async def test_wrong_password_unknown_user_and_injection_are_401(mapped: WebNode, http: aiohttp.ClientSession) -> None:
     bodies = []
     for username, password in (("alice", "Wrong-Passw0rd!"), ("nobody", "Wrong-Passw0rd!"), ("*", "x"), ("al*", "y")):
@@ -310,6 +330,9 @@ async def test_no_role_groups_default_and_local_login_kept(unmapped: WebNode, ht
     claims = _claims(body)
     assert claims["role"] == "Contributor"  # no roles configured -> Contributor
     assert claims["sub"] == "dave.uid"  # O16N_LDAP_UNIQUE_USER_IDENTIFIER_ATTRIBUTE_NAME=uid
+    async with http.post(f"{unmapped.url}/login/refreshToken", json={"refreshToken": body["refresh_token"]}) as resp:
+        assert resp.status == 200  # found again by its uid
+        assert _claims(await resp.json())["sub"] == "dave.uid"
     status, body = await _login(http, unmapped, "admin", ADMIN_PASSWORD)
     assert status == 200 and _claims(body)["role"] == "Owner"
     code, out, _ = await admin_cli(unmapped, "user", "list")

@@ -56,6 +56,33 @@ class LdapAuthenticator:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._authenticate, username, password)
 
+    async def lookup(self, name: str) -> DirectoryUser | None:
+        """The directory user named `name` in o16n (no password: a token refresh re-reads the groups)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._lookup, name)
+
+    def _lookup(self, name: str) -> DirectoryUser | None:
+        settings = self._settings
+        attribute = settings.ldap_unique_user_identifier_attribute_name
+        search_filter = f"({attribute}={escape_filter_chars(name)})" if attribute else None
+        try:
+            query = self._connection(settings.ldap_query_user_dn or None, settings.ldap_query_user_password or None)
+            if not query.bind():
+                raise Unavailable("the directory (LDAP) refused the query user")
+            try:
+                entry = self._find_user(query, name, search_filter)
+                if entry is None:
+                    return None
+                dn, found, member_of = entry
+                return DirectoryUser(found, dn, self._groups(query, dn, name, member_of))
+            finally:
+                query.unbind()
+        except AppError:
+            raise
+        except Exception as exc:
+            logger.error("LDAP error: %s: %s", type(exc).__name__, exc)
+            raise Unavailable(f"the directory (LDAP) is unavailable: {type(exc).__name__}") from None
+
     def _connection(self, user: str | None, password: str | None) -> ldap3.Connection:
         return ldap3.Connection(
             self._server,
@@ -93,10 +120,13 @@ class LdapAuthenticator:
             logger.error("LDAP error: %s: %s", type(exc).__name__, exc)
             raise Unavailable(f"the directory (LDAP) is unavailable: {type(exc).__name__}") from None
 
-    def _find_user(self, query: ldap3.Connection, username: str) -> tuple[str, str, list[str]] | None:
+    def _find_user(
+        self, query: ldap3.Connection, username: str, search_filter: str | None = None
+    ) -> tuple[str, str, list[str]] | None:
         settings = self._settings
         attribute = settings.ldap_unique_user_identifier_attribute_name
-        search_filter = settings.ldap_search_filter.replace("{0}", escape_filter_chars(username))
+        if search_filter is None:
+            search_filter = settings.ldap_search_filter.replace("{0}", escape_filter_chars(username))
         query.search(
             settings.ldap_search_base,
             search_filter,

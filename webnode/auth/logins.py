@@ -79,8 +79,19 @@ class PasswordLogins:
     def local_role(self, username: str, stored_role: str) -> str | None:
         return OWNER if username == ADMIN else self._mapping.for_local(stored_role)
 
-    def role_of(self, username: str, stored_role: str, source: str) -> str | None:
-        """The role a refreshed login gets now (external users keep the role mapped at login)."""
+    async def refreshed_role(self, username: str, stored_role: str, source: str) -> str | None:
+        """The role a refreshed login gets now; None ends the login.
+
+        A directory user is looked up again (gone from the directory, or LDAP disabled since:
+        None) and their groups mapped again; a local user gets the role stored now.
+        """
         if source == LOCAL:
-            return self.local_role(username, stored_role)
-        return stored_role or None
+            return self.local_role(username, stored_role) if self._local_enabled else None
+        if source != LDAP or self._ldap is None:
+            return None
+        found = await self._ldap.lookup(username)
+        if found is None:
+            return None
+        role = self._mapping.resolve(found.groups)
+        await self._users.remember_external(found.username, role or "", LDAP)
+        return role

@@ -71,7 +71,7 @@ async def renew_token(request: web.Request) -> web.Response:
         await audit.request(request, actor="", action="refresh", outcome="failure", detail=exc.message)
         raise
     user = await UserStore(request.app[db_key]).get(grant.username)
-    role = request.app[logins_key].role_of(user.username, user.role, user.source) if user else None
+    role = await request.app[logins_key].refreshed_role(user.username, user.role, user.source) if user else None
     if user is None or role is None:
         await store.revoke_chain(grant.chain_id)
         await _revoke(request.app, grant.chain_id)
