@@ -463,7 +463,10 @@ async def test_failing_code_and_bad_outputs_report_success_false(
 # ---------------------------------------------------------------- snapshots
 
 
-async def _snapshot(http: aiohttp.ClientSession, server: WebNode, auth: dict[str, str], code: str) -> str:
+async def _snapshot(
+    http: aiohttp.ClientSession, server: WebNode, auth: dict[str, str], code: str, cleanup: str = ""
+) -> str:
+    """A snapshot of a new Python session after `code`; `cleanup` runs before the session closes."""
     async with http.post(f"{server.url}/sessions", json={"runtimeType": "Python"}, headers=auth) as resp:
         assert resp.status in (200, 201), await resp.text()
         session = (await resp.json())["sessionId"]
@@ -472,7 +475,11 @@ async def _snapshot(http: aiohttp.ClientSession, server: WebNode, auth: dict[str
             assert (await resp.json())["success"] is True
         async with http.post(f"{server.url}/sessions/{session}/snapshot", json={"name": "s"}, headers=auth) as resp:
             assert resp.status in (200, 201), await resp.text()
-            return str((await resp.json())["snapshotId"])
+            snapshot = str((await resp.json())["snapshotId"])
+        if cleanup:
+            async with http.post(f"{server.url}/sessions/{session}/execute", json={"code": cleanup}, headers=auth) as r:
+                assert (await r.json())["success"] is True
+        return snapshot
     finally:
         async with http.delete(f"{server.url}/sessions/{session}", headers=auth):
             pass
@@ -537,3 +544,19 @@ async def test_concurrent_first_requests_share_one_definition_load(
 
     statuses = await asyncio.gather(*(call(name) for _ in range(20)), *(call(missing) for _ in range(5)))
     assert statuses == [200] * 20 + [404] * 5
+
+
+async def test_a_snapshot_too_large_for_a_service_is_400(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
+) -> None:
+    big = "open('big.bin', 'wb').write(__import__('os').urandom(25 << 20))"
+    snapshot = await _snapshot(http, server, auth, big, cleanup="__import__('os').remove('big.bin')")
+    try:
+        async with http.post(
+            f"{server.url}/services/{unique('big')}/1.0", json={**ADD, "snapshotId": snapshot}, headers=auth
+        ) as resp:
+            body = await expect_error(resp, 400, field="snapshotId")
+        assert "at most" in body["message"]
+    finally:
+        async with http.delete(f"{server.url}/snapshots/{snapshot}", headers=auth):
+            pass

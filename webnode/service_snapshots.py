@@ -19,6 +19,9 @@ import pickle
 import zipfile
 
 WORKSPACE = "workspace.dill"
+# The prelude travels inside the service definition (and the shell protocol's 64 MiB frame header):
+# 24 MiB of zip is at most 48 MiB of hex.
+MAX_SIZE = 24 * 1024 * 1024
 _EMPTY_WORKSPACE = pickle.dumps({}, protocol=4)
 
 _PRELUDE = """def _o16n_restore_snapshot(blob):

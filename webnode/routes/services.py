@@ -79,6 +79,12 @@ async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, versi
         record = await snapshots.get(snapshot_id, owner=principal(request).username)
     except NotFound:
         raise InvalidInput(f"snapshot '{snapshot_id}' not found", field="snapshotId") from None
+    if record.content_size > service_snapshots.MAX_SIZE:
+        raise InvalidInput(
+            f"snapshot '{snapshot_id}' holds {record.content_size} bytes; a web service can carry at most "
+            f"{service_snapshots.MAX_SIZE} (keep large data out of the session, or load it in initCode)",
+            field="snapshotId",
+        )
     if record.content_size <= _SMALL and service_snapshots.is_empty(await snapshots.read_content(snapshot_id)):
         return None
     copy = await snapshots.copy_snapshot(
