@@ -4,7 +4,8 @@ Starts a one-box o16n (compute node + web node as separate processes) and measur
 the HTTP API, sequentially (one request in flight):
 - per-call latency of a warm `x + y` service in each runtime (p50/p99 of --calls calls);
 - a 10,000-row data.frame round trip (4 columns: double with NA, integer, string, logical);
-- the same x + y sent straight to a warm shell (the shell's own cost, without HTTP and gRPC);
+- the same x + y sent straight to a warm shell (the shell's own cost, without HTTP and gRPC),
+  and the CPU time the shell process spent per call (robust to other load on the machine);
 - shell cold start (spawn to first answer) of each runtime, on a bare ShellProcess.
 Calls alternate between the runtimes, so a busy machine slows both alike.
 Prints a markdown table. Loopback only.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -78,10 +80,21 @@ async def alternating(
     return samples
 
 
-async def shell_calls(root: Path, n: int) -> dict[str, list[float]]:
-    """x + y sent straight to a warm shell of each runtime (the shell's own cost, no HTTP or gRPC)."""
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used (Linux /proc), robust to other load on the machine."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def shell_calls(root: Path, n: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """x + y sent straight to a warm shell of each runtime (the shell's own cost, no HTTP or gRPC).
+
+    Returns the latencies and each shell's CPU seconds per call.
+    """
     shells = {runtime: ShellProcess(SPECS[runtime], root) for runtime in RUNTIMES}
     samples: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
+    cpu: dict[str, float] = {}
     try:
         for runtime, shell in shells.items():
             await shell.start(120)
@@ -96,17 +109,20 @@ async def shell_calls(root: Path, n: int) -> dict[str, list[float]]:
             reply, _ = await shell.request({"op": "load", "service": service}, timeout=60)
             assert reply["ok"], reply
         for i in range(n + 20):
+            if i == 20:  # after warming up
+                cpu = {runtime: cpu_seconds(shell.pid) for runtime, shell in shells.items()}
             for runtime, shell in shells.items():
                 began = time.perf_counter()
                 reply, _ = await shell.request({"op": "execute", "key": "add"}, b'{"x":1,"y":2}', timeout=60)
                 if i >= 20:  # after warming up
                     samples[runtime].append(time.perf_counter() - began)
                 assert reply["success"], reply
+        cpu = {runtime: (cpu_seconds(shell.pid) - cpu[runtime]) / n for runtime, shell in shells.items()}
     finally:
         for shell in shells.values():
             await shell.terminate()
             shell.cleanup()
-    return samples
+    return samples, cpu
 
 
 async def cold_start(spec: ShellSpec, root: Path, n: int) -> list[float]:
@@ -173,9 +189,11 @@ async def run(calls: int, frames: int, starts: int) -> None:
         finally:
             web.process.stop()
             compute.stop()
-        direct = await shell_calls(workdir / "direct", calls)
+        direct, cpu = await shell_calls(workdir / "direct", calls)
         for runtime in RUNTIMES:
             rows.append((runtime, f"x + y in a warm shell, no HTTP/gRPC, {calls} calls", *_p50_p99(direct[runtime])))
+        for runtime in RUNTIMES:
+            rows.append((runtime, f"shell CPU time per x + y call (mean of {calls})", _ms(cpu[runtime]), ""))
         cold: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
         for _ in range(starts):  # alternating too
             for runtime in RUNTIMES:
