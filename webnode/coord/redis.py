@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from common.errors import Unavailable
@@ -32,11 +33,18 @@ class RedisCoordinator:
         self._subscribers[channel].append(callback)
 
     async def publish(self, channel: str, message: str) -> None:
-        try:
-            await self._redis.publish(self._prefix + channel, message)
-        except (RedisError, OSError) as exc:
-            # The store is the source of truth; peers resync when they reconnect.
-            logger.warning("could not publish %s on %s: %s", message, channel, exc)
+        for attempt in (1, 2):
+            try:
+                await self._redis.publish(self._prefix + channel, message)
+                return
+            except (RedisConnectionError, OSError) as exc:
+                if attempt == 1:
+                    continue  # a pooled connection from before a Redis restart: once more on a fresh one
+                logger.warning("could not publish %s on %s: %s", message, channel, exc)
+            except RedisError as exc:
+                # The store is the source of truth; peers resync when they reconnect.
+                logger.warning("could not publish %s on %s: %s", message, channel, exc)
+                return
 
     async def incr(self, key: str, ttl: float) -> int:
         try:
