@@ -6,9 +6,9 @@
 - Pickled models are only ever unpickled and scored in a dedicated Python shell pool
   (computenode/pickle_models.py): unpickling runs code.
 - Concurrent requests to one ONNX model are scored together: one worker per model takes
-  every request queued while the previous call ran (up to `batch_max_size` rows), and, when
-  requests are arriving concurrently, waits up to `batch_max_wait` for more. A lone request
-  is scored at once.
+  every request queued while the previous call ran (up to `batch_max_size` rows), and, while
+  it has fewer requests than the previous call scored, waits up to `batch_max_wait` for them.
+  A lone request is scored at once.
 - A model is keyed by the SHA-256 of its bytes: a patched service is a new key, and requests
   already holding the old model finish on it (atomic swap).
 """
@@ -101,7 +101,10 @@ class OnnxEntry:
         while self.queue:
             batch = [self.queue.popleft()]
             rows = batch[0].rows
-            deadline = loop.time() + (self.max_wait if self.last_batch > 1 else 0.0)
+            # As many requests as the previous call scored are likely on their way: wait (briefly) for
+            # them, never for more. After a lone request nothing waits.
+            target = self.last_batch
+            deadline = loop.time() + self.max_wait
             while rows < self.max_rows:
                 if self.queue:
                     if rows + self.queue[0].rows > self.max_rows:
@@ -110,6 +113,8 @@ class OnnxEntry:
                     batch.append(job)
                     rows += job.rows
                     continue
+                if len(batch) >= target:
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break

@@ -55,8 +55,9 @@ class ComputeNodeSettings:
         64, "Most rows one call of a realtime (ONNX) model scores when concurrent requests are batched; 1 disables."
     )
     realtime_batch_max_wait: float = setting(
-        0.002,
-        "Seconds a realtime batch waits for more requests, only while requests arrive concurrently (0: never wait).",
+        0.0,
+        "Seconds a realtime batch may wait to gather as many requests as the previous model call scored "
+        "(0: never wait; batches then hold the requests that arrived while the model ran).",
     )
     realtime_threads: int = setting(2, "Threads that run realtime (ONNX) model calls on a compute node.")
     realtime_pickle_pool_max_size: int = setting(2, "Most Python shells scoring pickled realtime models.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import os
 import pickle
@@ -24,16 +25,19 @@ from sklearn.preprocessing import StandardScaler
 
 from common.pb import realtime_pb2 as rpb
 from common.pb import realtime_pb2_grpc as rpb_grpc
+from computenode.onnx_models import OnnxModel
+from computenode.realtime import OnnxEntry
 from tests.support import (
     WebNode,
+    create_user,
     grpc_serving,
+    login,
     spawn,
     start_compute_node,
     start_web_node,
     unique,
     wait_until,
 )
-from tests.test_services import create_user
 
 COLUMNS = ["sepal", "petal", "width"]
 RNG = np.random.default_rng(7)
@@ -370,12 +374,17 @@ async def test_pickled_model_runs_only_in_a_shell(server: WebNode, http: aiohttp
         assert b"computenode" in parent_cmd and b"computenode.shells.python_child" not in parent_cmd
 
 
-async def test_roles_and_ownership(
-    server: WebNode, http: aiohttp.ClientSession, session_dir: Path, pg_dsn: str
-) -> None:
+async def user(server: WebNode, http: aiohttp.ClientSession, role: str) -> dict[str, str]:
+    """A new local user with `role`; returns its auth headers."""
+    username, password = unique(role.lower()), "Us3r-Passw0rd!"
+    await create_user(server, username, password, role)
+    return {"Authorization": f"Bearer {await login(http, server.url, username, password)}"}
+
+
+async def test_roles_and_ownership(server: WebNode, http: aiohttp.ClientSession) -> None:
     _, onx = linear(1.0)
-    contributor = await create_user(server, session_dir, pg_dsn, "Contributor")
-    reader = await create_user(server, session_dir, pg_dsn, "Reader")
+    contributor = await user(server, http, "Contributor")
+    reader = await user(server, http, "Reader")
     name = unique("owned")
     assert (await publish(http, server, f"/realtime-services/{name}/1.0", onx))[0] == 201
     for method, path, who in (
@@ -473,3 +482,30 @@ async def test_batch_execution_of_a_realtime_service(server: WebNode, http: aioh
         assert results[i]["success"] is True
         assert results[i]["outputParameters"]["outputData"]["variable"] == pytest.approx([expected[i]], rel=1e-5)
     assert results[4]["success"] is False and "3 feature column(s)" in results[4]["errorMessage"]
+
+
+async def test_batch_waits_only_for_as_many_requests_as_the_last_call() -> None:
+    """The batching worker itself, on a real ONNX model (no servers): what one model call holds."""
+    model, onx = linear(1.5)
+    onnx_model = OnnxModel.load(onx, 1)
+    feeds = [onnx_model.prepare(input_data(X_TEST[i : i + 1])["inputData"]) for i in range(4)]
+    expected = model.predict(X_TEST[:4]).tolist()
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        entry = OnnxEntry(onnx_model, executor, max_rows=64, max_wait=5.0)
+        # Four requests queued together: one call. A lone request is never held back.
+        first = await asyncio.gather(*(entry.score(*feed) for feed in feeds))
+        assert (entry.requests, entry.calls, entry.batched_requests) == (4, 1, 4)
+        assert [f["variable"][0] for f in first] == pytest.approx(expected, rel=1e-5)
+
+        # After a call of four, the worker waits (up to max_wait) for four again: stragglers join.
+        async def later(feed: tuple[dict[str, np.ndarray], int]) -> dict[str, Any]:
+            await asyncio.sleep(0.05)
+            return await entry.score(*feed)
+
+        second = await asyncio.gather(entry.score(*feeds[0]), *(later(feed) for feed in feeds[1:]))
+        assert (entry.requests, entry.calls) == (8, 2)
+        assert [s["variable"][0] for s in second] == pytest.approx(expected, rel=1e-5)
+        # Without a wait, the same arrivals take two calls.
+        entry.max_wait = 0.0
+        await asyncio.gather(entry.score(*feeds[0]), *(later(feed) for feed in feeds[1:]))
+        assert entry.calls == 4
