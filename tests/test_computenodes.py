@@ -7,14 +7,13 @@ original back before it ends.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from tests.support import WebNode, wait_until
-from tests.test_services import consume, create_user, expect_error, publish
+from tests.test_services import consume, expect_error, publish, user_headers
 
 URL = "/computenodes"
 
@@ -39,10 +38,9 @@ async def _send(
 
 
 @pytest.fixture
-def other_user(server: WebNode, session_dir: Path, request: pytest.FixtureRequest) -> Any:
+def other_user(server: WebNode) -> Any:
     """A factory: await other_user("Contributor" | "Reader") -> auth headers of a new user."""
-    dsn = request.getfixturevalue("pg_dsn") if server.mode == "cluster" else None
-    return lambda role: create_user(server, session_dir, dsn, role)
+    return lambda role: user_headers(server, role)
 
 
 @pytest.fixture
@@ -173,3 +171,19 @@ async def test_the_web_node_routes_by_the_list(
     await wait_until(warns, timeout=10, what="/status warning about the dead node")
     for x in range(10):
         assert (await consume(http, server, auth, name, {"x": x}))["outputParameters"]["y"] == 2 * x
+
+
+async def test_ranges_and_names_expand_to_nodes(
+    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str], original: list[str]
+) -> None:
+    """One range entry is three nodes in /status; a name resolving to one address keeps its name."""
+    status, body = await _send(http, server, auth, "PUT", {"entries": ["http://127.0.0.250-252:1", "localhost:2"]})
+    assert status == 200 and body["computeNodes"] == [*original, "http://127.0.0.250-252:1", "http://localhost:2"]
+    expected = {*original, "http://127.0.0.250:1", "http://127.0.0.251:1", "http://127.0.0.252:1", "http://localhost:2"}
+
+    async def expanded() -> bool:
+        async with http.get(f"{server.url}/status", headers=auth) as resp:
+            nodes = (await resp.json())["components"]["backends"]["components"] or {}
+        return set(nodes) == expected
+
+    await wait_until(expanded, timeout=10, what="the range expanded in /status")
