@@ -103,6 +103,8 @@ class BatchRunner:
             failed = await asyncio.gather(*(self._record(execution, item, limit) for item in pending))
             if any(failed) and await self.store.find(execution.id) is not None:
                 await self.store.set_state(execution.id, FAILED)  # the service was deleted meanwhile
+            else:
+                await self.store.finish_if_done(execution.id)  # also when resumed with nothing left to run
         except asyncio.CancelledError:
             raise
         except AppError as exc:

@@ -138,16 +138,26 @@ class BatchStore:
     async def set_result(self, execution_id: str, index: int, result: str) -> None:
         """Store one record's result; the last one also marks the execution Complete, in the same transaction."""
         async with self._db.transaction() as tx:
+            if tx.dialect == "postgres":
+                # Serialize the records of one execution: two last records finishing together must not
+                # each miss the other's result (SQLite transactions are serialized already).
+                await tx.execute("SELECT id FROM batch_executions WHERE id=$1 FOR UPDATE", execution_id)
             await tx.execute(
                 "UPDATE batch_items SET done=1, result=$3 WHERE execution_id=$1 AND idx=$2", execution_id, index, result
             )
-            await tx.execute(
-                "UPDATE batch_executions SET state=$2, finished_at=$3 WHERE id=$1 AND NOT EXISTS "
-                "(SELECT 1 FROM batch_items WHERE execution_id=$1 AND done=0)",
-                execution_id,
-                COMPLETE,
-                time.time(),
-            )
+            await BatchStore(tx).finish_if_done(execution_id)
+
+    async def finish_if_done(self, execution_id: str) -> None:
+        """Mark the execution Complete when every record has a result."""
+        await self._db.execute(
+            "UPDATE batch_executions SET state=$2, finished_at=$3 WHERE id=$1 AND state IN ($4, $5) AND NOT EXISTS "
+            "(SELECT 1 FROM batch_items WHERE execution_id=$1 AND done=0)",
+            execution_id,
+            COMPLETE,
+            time.time(),
+            PENDING,
+            IN_PROGRESS,
+        )
 
     async def set_state(self, execution_id: str, state: str) -> None:
         finished = time.time() if state in FINISHED else None
