@@ -509,3 +509,16 @@ async def test_batch_waits_only_for_as_many_requests_as_the_last_call() -> None:
         entry.max_wait = 0.0
         await asyncio.gather(entry.score(*feeds[0]), *(later(feed) for feed in feeds[1:]))
         assert entry.calls == 4
+
+
+async def test_model_is_loaded_ahead_at_publish(server: WebNode, http: aiohttp.ClientSession) -> None:
+    _, onx = linear(7.25 if server.mode == "onebox" else -7.25)  # bytes no other test publishes
+    digest = hashlib.sha256(onx).hexdigest()
+    target = server.compute_uris[0].removeprefix("http://")
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = rpb_grpc.RealtimeStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError):  # not there before the publish
+            await stub.GetModelFigures(rpb.ModelFiguresRequest(model_hash=digest))
+        assert (await publish(http, server, f"/realtime-services/{unique('ahead')}/1.0", onx))[0] == 201
+        figures = await stub.GetModelFigures(rpb.ModelFiguresRequest(model_hash=digest))
+    assert figures.requests == 0  # loaded, with its session built, before any request
