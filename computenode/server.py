@@ -87,9 +87,7 @@ def _server_credentials(settings: ComputeNodeSettings) -> grpc.ServerCredentials
         return None
     pair = (Path(settings.compute_tls_key).read_bytes(), Path(settings.compute_tls_cert).read_bytes())
     client_ca = Path(settings.compute_tls_client_ca).read_bytes() if settings.compute_tls_client_ca else None
-    return grpc.ssl_server_credentials(
-        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
-    )
+    return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
 async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
