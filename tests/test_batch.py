@@ -249,7 +249,7 @@ async def test_records_finishing_together_complete_the_execution(
 ) -> None:
     """Regression: on Postgres, two last records stored at once each missed the other and the state stuck."""
     name = await publish(http, server, auth, ADD)
-    for _ in range(3):
+    for _ in range(10):
         execution = await start(http, server, auth, name, [{"x": i, "y": 1} for i in range(12)], parallel=12)
         body = await wait_complete(http, server, auth, name, execution, timeout=30)
         assert [r["outputParameters"]["result"] for r in body["batchExecutionResults"]] == [i + 1 for i in range(12)]
