@@ -55,9 +55,11 @@ class ServiceCache:
         self._generation += 1
         if message == RESYNC:
             self._entries.clear()
+            self._loading.clear()
             return
         name, _, version = message.partition("/")
         self._entries.pop((name, version), None)
+        self._loading.pop((name, version), None)  # later requests must not join a read begun before
 
     async def get(self, name: str, version: str) -> CachedService:
         key = (name, version)
@@ -86,4 +88,5 @@ class ServiceCache:
         """Call after a publish, patch or delete is stored."""
         self._generation += 1
         self._entries.pop((name, version), None)
+        self._loading.pop((name, version), None)
         await self._coordinator.publish(CHANNEL, f"{name}/{version}")
