@@ -41,9 +41,9 @@ async def main(seconds: float) -> None:
     floor = _spawn_floor(work, port)
     compute, uri = await start_compute_node(
         work / "compute",
-        O16N_PYTHON_POOL_INITIAL_SIZE="4",
+        O16N_PYTHON_POOL_INITIAL_SIZE="8",
         O16N_PYTHON_POOL_MAX_SIZE="8",
-        O16N_R_POOL_INITIAL_SIZE="4",
+        O16N_R_POOL_INITIAL_SIZE="8",
         O16N_R_POOL_MAX_SIZE="8",
     )
     web = await start_web_node(work / "web", [uri], O16N_LOG_LEVEL="WARNING")
@@ -61,9 +61,13 @@ async def main(seconds: float) -> None:
                 body = {**definition, **PARAMS}
                 async with http.post(f"{web.url}/services/bench{runtime}/1.0", json=body, headers=headers) as resp:
                     assert resp.status == 201, await resp.text()
-                for _ in range(20):  # warm every shell
+
+                async def once(runtime: str = runtime) -> None:
                     async with http.post(f"{web.url}/api/bench{runtime}/1.0", data=BODY, headers=headers) as resp:
                         assert (await resp.json())["success"], runtime
+
+                for _ in range(10):  # concurrent warm-up: the pool grows to its maximum before measuring
+                    await asyncio.gather(*(once() for _ in range(16)))
         targets = {
             "floor (bare aiohttp)": (f"http://127.0.0.1:{port}", ["/add"], None),
             "Python service": (web.url, ["/api/benchpython/1.0"], token),
