@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 
-from common.errors import AppError, ServiceNotLoaded, Unavailable
+from common.errors import AppError, PoolExhausted, ServiceNotLoaded, Unavailable
 from common.pb import compute_pb2 as pb
 from webnode.compute import uris
 from webnode.compute.channels import ChannelFactory
@@ -163,6 +163,10 @@ class ComputeCluster:
                 state.healthy = False
                 state.error = exc.message
                 client.loaded.clear()
+                last = exc
+            except PoolExhausted as exc:
+                # Reached the node but no shell (all busy, or the node is shutting down): the code
+                # never ran, so the next node may take it; the node itself stays in rotation.
                 last = exc
         assert last is not None
         raise last
