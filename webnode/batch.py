@@ -122,6 +122,10 @@ class BatchRunner:
                 body, gone = failure_body(exc.message), True
             except AppError as exc:
                 body = failure_body(exc.message)
+            except Exception:
+                # A bug, not the record's fault: record it rather than resume the execution forever.
+                logger.exception("batch execution %s record %d failed", execution.id, item.index)
+                body = failure_body("internal error while running this record (see the web node log)")
             await self.store.set_result(execution.id, item.index, body.decode())
             return gone
 

@@ -18,7 +18,7 @@ from webnode.keys import cluster_key, coordinator_key, db_key, principal, servic
 from webnode.middleware import parse_json
 from webnode.routes import realtime
 from webnode.routes.consume import check_inputs
-from webnode.store.batches import PENDING, BatchExecution, BatchStore
+from webnode.store.batches import COMPLETE, IN_PROGRESS, PENDING, BatchExecution, BatchStore
 
 routes = web.RouteTableDef()
 batch_key = web.AppKey("batch", BatchRunner)
@@ -154,16 +154,17 @@ async def batch_status(request: web.Request) -> web.Response:
     show_partial = _show_partial(request)
     execution = await _execution(request)
     store = request.app[batch_key].store
+    # The state is read before the records: Complete is stored only once every record has its result,
+    # so a Complete execution never shows a missing result; records all done mean Complete (or about to be).
     items = await store.items(execution.id)
     completed = sum(1 for item in items if item.result is not None)
-    # Read the state after the records: the last record and the Complete state are stored together.
-    execution = await store.find(execution.id) or execution
+    state = COMPLETE if completed == execution.total and execution.state in (PENDING, IN_PROGRESS) else execution.state
     results: list[Any] = []
     if show_partial or completed == execution.total:
         # One entry per record, by index; records still running are null.
         results = [orjson.Fragment(item.result) if item.result is not None else None for item in items]
     body = {
-        "state": execution.state,
+        "state": state,
         "totalItemCount": execution.total,
         "completedItemCount": completed,
         "batchExecutionResults": results,
