@@ -163,7 +163,9 @@ class PythonShell:
 
     # ------------------------------------------------------------------ session ops
     def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
+        # A pooled shell may have served services: start the session from an empty directory.
         self.service = None
+        workdir.restore(self.root, {})
         self.session = {"__name__": "__main__", "__builtins__": __builtins__}
         self.console_path = str(header["console_path"])
         return {"ok": True}, []

@@ -318,7 +318,10 @@ class RShell:
 
     # ------------------------------------------------------------------ session ops
     def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
+        # A pooled shell may have served services: start the session empty.
         self.service = None
+        self._clear_global()
+        workdir.restore(self.root, {})
         self.session_open = True
         self.console_path = str(header["console_path"])
         return {"ok": True}, []
