@@ -11,6 +11,20 @@ import sys
 from common import eventloop
 
 
+async def _wait_for_port(host: str, port: int, child: asyncio.subprocess.Process, *, timeout: float) -> None:
+    """Until the compute node accepts connections (so the first request does not find it starting)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline and child.returncode is None:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+
+
 def _onebox() -> int:
     """A web node in this process and a compute node as a child process, both on 127.0.0.1."""
     from common import logging as o16n_logging
@@ -27,6 +41,7 @@ def _onebox() -> int:
     async def run() -> int:
         env = {**os.environ, "O16N_COMPUTE_HOST": "127.0.0.1", "O16N_COMPUTE_PORT": compute_port}
         child = await asyncio.create_subprocess_exec(sys.executable, "-m", "computenode", env=env)
+        await _wait_for_port("127.0.0.1", int(compute_port), child, timeout=120)
         stop = asyncio.Event()
         web_task = asyncio.get_running_loop().create_task(serve(settings, stop))
         child_task = asyncio.get_running_loop().create_task(child.wait())
