@@ -7,6 +7,7 @@ the admin command line, the audit log and the correlation id. Users come from
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -332,3 +333,14 @@ async def test_logs_hold_no_passwords_or_tokens(server: WebNode, http: aiohttp.C
     assert str(tokens["access_token"]) not in log
     assert str(tokens["refresh_token"]) not in log
     assert str(tokens["access_token"]).split(".")[2] not in log
+
+
+async def test_concurrent_successful_logins_are_never_throttled(server: WebNode, http: aiohttp.ClientSession) -> None:
+    """Many application instances sharing one account log in at once: only failures count."""
+
+    async def one() -> int:
+        async with http.post(f"{server.url}/login", json={"username": "admin", "password": ADMIN_PASSWORD}) as resp:
+            return resp.status
+
+    statuses = await asyncio.gather(*(one() for _ in range(24)))
+    assert statuses == [200] * 24

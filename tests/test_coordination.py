@@ -74,3 +74,12 @@ async def test_unreachable_redis_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         await coordinator.details()
     await coordinator.close()
+
+
+async def test_count_reads_without_incrementing(coordinators: tuple[Coordinator, Coordinator]) -> None:
+    first, second = coordinators
+    key = f"count:{uuid.uuid4().hex}"
+    assert await first.count(key) == 0
+    await first.incr(key, ttl=60)
+    assert await second.count(key) == 1
+    assert await second.count(key) == 1

@@ -56,7 +56,11 @@ class PasswordLogins:
 
     async def login(self, username: str, password: str, address: str) -> Identity:
         await self._throttle.attempt(username, address)
-        identity = await self._check(username, password)
+        try:
+            identity = await self._check(username, password)
+        except Unauthorized:
+            await self._throttle.failed(username, address)
+            raise
         await self._throttle.succeeded(username, address)
         if not identity.role:
             raise NoRole(identity.username)

@@ -34,6 +34,10 @@ class MemoryCoordinator:
         self._counters[key] = (value + 1, expires)
         return value + 1
 
+    async def count(self, key: str) -> int:
+        value, expires = self._counters.get(key, (0, 0.0))
+        return value if expires > time.monotonic() else 0
+
     async def delete(self, key: str) -> None:
         self._counters.pop(key, None)
 

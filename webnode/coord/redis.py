@@ -56,6 +56,13 @@ class RedisCoordinator:
         except (RedisError, OSError) as exc:
             raise Unavailable("the coordination backend (Redis) is unavailable") from exc
 
+    async def count(self, key: str) -> int:
+        try:
+            value = await self._redis.get(self._prefix + key)
+        except (RedisError, OSError) as exc:
+            raise Unavailable("the coordination backend (Redis) is unavailable") from exc
+        return int(value) if value is not None else 0
+
     async def delete(self, key: str) -> None:
         try:
             await self._redis.delete(self._prefix + key)
