@@ -106,7 +106,7 @@ async def publish_realtime(http: aiohttp.ClientSession, url: str, token: str) ->
         if resp.status != 201:
             print(f"  realtime: publish answered {resp.status}", file=sys.stderr)
             return None
-    return '{"inputData":{"X":[[0.5,-0.25]]}}'
+    return '{"inputData":{"f0":[0.5],"f1":[-0.25]}}'
 
 
 async def create_sessions(http: aiohttp.ClientSession, url: str, token: str, runtime: str, n: int) -> list[str]:
@@ -144,12 +144,13 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
     floor = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", str(floor_port)], cwd=ROOT)  # noqa: ASYNC220
     compute, uri = await start_compute_node(
         work / "compute",
-        O16N_PYTHON_POOL_INITIAL_SIZE="2",
-        O16N_PYTHON_POOL_MAX_SIZE="2",
-        O16N_R_POOL_INITIAL_SIZE="2",
-        O16N_R_POOL_MAX_SIZE="2",
+        # Two shells per runtime for services, one more for the measured session.
+        O16N_PYTHON_POOL_INITIAL_SIZE="3",
+        O16N_PYTHON_POOL_MAX_SIZE="3",
+        O16N_R_POOL_INITIAL_SIZE="3",
+        O16N_R_POOL_MAX_SIZE="3",
     )
-    web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12", O16N_LOG_LEVEL="WARNING")
+    web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12")
     targets: list[Target] = []
     notes: list[str] = []
     try:
@@ -177,7 +178,8 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
             else:
                 notes.append("realtime ONNX service: not measured (realtime publishing unavailable)")
             for runtime, code in (("Python", "result = x + y"), ("R", "result <- x + y")):
-                sessions = await create_sessions(http, web.url, token, runtime, 8)
+                # A session holds its shell for its whole life and runs one execution at a time.
+                sessions = await create_sessions(http, web.url, token, runtime, 1)
                 if sessions:
                     body = json.dumps(
                         {
@@ -187,7 +189,7 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
                         }
                     )
                     paths = [f"/sessions/{s}/execute" for s in sessions]
-                    targets.append(Target(f"session execute ({runtime})", web.url, paths, body, token, (1, 8)))
+                    targets.append(Target(f"session execute ({runtime})", web.url, paths, body, token, (1,)))
                 else:
                     notes.append(f"session execute ({runtime}): not measured (sessions unavailable)")
             login_body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD})
