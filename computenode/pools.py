@@ -103,14 +103,16 @@ class ShellPool:
     async def acquire(self, service_key: str | None = None) -> ShellProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.acquire_timeout
+        queued_before = False  # FIFO: a newcomer does not take a shell ahead of queued requests
         while True:
             if self._closed:
                 raise PoolExhausted("the compute node is shutting down")
-            shell = self._take_idle(service_key)
+            barging = not queued_before and any(not w.done() for w in self._waiters)
+            shell = None if barging else self._take_idle(service_key)
             if shell is not None:
                 self._busy.add(shell)
                 return shell
-            if self._size() < self.config.max_size:
+            if not barging and self._size() < self.config.max_size:
                 self._starting += 1
                 try:
                     shell = await self._new_shell()
@@ -127,7 +129,11 @@ class ShellPool:
                     f"{self.config.acquire_timeout:g} s"
                 )
             waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
+            if queued_before:
+                self._waiters.appendleft(waiter)  # woken but beaten to the shell: keep our place
+            else:
+                self._waiters.append(waiter)
+            queued_before = True
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:

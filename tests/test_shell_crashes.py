@@ -555,3 +555,27 @@ async def test_cancel_interrupts_an_r_shell_within_a_second(tmp_path: Path) -> N
     finally:
         await shell.terminate(grace=1)
         shell.cleanup()
+
+
+async def test_queued_requests_get_shells_in_arrival_order(tmp_path: Path) -> None:
+    """A newcomer never takes a freed shell ahead of requests already queued (no starvation at high load)."""
+    pool = _pool(tmp_path, acquire_timeout=10)
+    await pool.start()
+    try:
+        held = await pool.acquire()
+        loop = asyncio.get_running_loop()
+        order: list[str] = []
+
+        async def take(name: str) -> None:
+            shell = await pool.acquire()
+            order.append(name)
+            await pool.release(shell)
+
+        queued = [loop.create_task(take(f"queued-{i}")) for i in range(3)]
+        await wait_until(_true_when(lambda: pool.figures().queued == 3), timeout=5, what="three queued requests")
+        await pool.release(held)
+        newcomer = loop.create_task(take("newcomer"))  # arrives while the freed shell is being handed over
+        await asyncio.wait_for(asyncio.gather(*queued, newcomer), 10)
+        assert order == ["queued-0", "queued-1", "queued-2", "newcomer"]
+    finally:
+        await pool.close()
