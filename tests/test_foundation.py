@@ -66,6 +66,9 @@ async def test_status_reports_real_components(server: WebNode, http: aiohttp.Cli
     assert database["details"]["type"] == ("postgresql" if server.mode == "cluster" else "sqlite")
     coordination = body["components"]["coordination"]["details"]["type"]
     assert coordination == ("redis" if server.mode == "cluster" else "in-process")
+    auth = body["components"]["authentication"]
+    assert auth["components"]["local"]["details"] == {"enabled": True, "signing": "ES256"}
+    assert set(auth["components"]) == {"local"}  # neither LDAP nor OIDC configured here
     (node,) = body["components"]["backends"]["components"].values()
     assert node["details"]["pythonMaxPoolSize"] == 4
     assert node["details"]["pythonCanOpenShell"] == "True"

@@ -117,6 +117,10 @@ async def test_groups_and_roles_claims_map_to_roles(
     assert status == 200, body
     status, body = await _call(http, "GET", f"{node.url}/computenodes", dev)
     assert status == 403
+    status, body = await _call(http, "GET", f"{node.url}/status", owner)
+    auth = body["components"]["authentication"]["components"]
+    assert auth["openIdConnect"]["details"] == {"authority": ISSUER, "audience": AUDIENCE}
+    assert auth["local"]["details"]["enabled"] is False  # OIDC disables local logins
     # Reader is declared, so a user in no mapped group is denied.
     nobody = idp.token(groups=["somewhere-else"])
     status, body = await _call(http, "GET", f"{node.url}/services", nobody)

@@ -11,6 +11,7 @@ from common.errors import AppError
 from common.pb import compute_pb2 as pb
 from webnode.compute.cluster import NodeState
 from webnode.keys import cluster_key, coordinator_key, db_key, settings_key
+from webnode.settings import WebNodeSettings
 
 routes = web.RouteTableDef()
 _PREFIX = {pb.PYTHON: "python", pb.R: "r"}
@@ -66,6 +67,21 @@ async def _node(state: NodeState) -> dict[str, Any]:
     return _component("warn" if warn else "pass", details)
 
 
+def _authentication(settings: WebNodeSettings) -> dict[str, Any]:
+    """What authenticates callers, as configured (ML Server lists its providers the same way)."""
+    external = settings.ldap_enabled or bool(settings.oidc_issuer)
+    parts: dict[str, Any] = {
+        "local": _component("pass", {"enabled": not external or settings.local_login_with_external, "signing": "ES256"})
+    }
+    if settings.ldap_enabled:
+        parts["ldap"] = _component("pass", {"host": settings.ldap_host, "port": settings.ldap_port})
+    if settings.oidc_issuer:
+        parts["openIdConnect"] = _component(
+            "pass", {"authority": settings.oidc_issuer, "audience": settings.oidc_audience}
+        )
+    return _component("pass", {}, parts)
+
+
 def _worst(codes: list[str]) -> str:
     for code in ("fail", "warn"):
         if code in codes:
@@ -92,7 +108,7 @@ async def status(request: web.Request) -> web.Response:
     else:
         backends_code = "pass"
     backends = _component(backends_code, {} if nodes else {"error": "no compute nodes configured"}, nodes)
-    auth = _component("pass", {"local": "enabled"})
+    auth = _authentication(app[settings_key])
     components = {"backends": backends, "authentication": auth, "database": db_part, "coordination": coord_part}
     overall = _worst([c["statusCode"] for c in components.values()])
     details = {"logPath": str(app[settings_key].data_dir.resolve() / "logs"), "version": "o16n 0.1.0"}
