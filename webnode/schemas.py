@@ -20,6 +20,16 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_.][A-Za-z0-9_.]*$")
 RUNTIMES = {"r": "R", "python": "Python"}
 
 
+def runtime_type(value: str | None) -> str | None:
+    """The canonical runtimeType ("R" or "Python"); None stays None (the caller's default applies)."""
+    if value is None:
+        return None
+    canonical = RUNTIMES.get(value.strip().lower())
+    if canonical is None:
+        raise ValueError(f"runtimeType must be R or Python, not {value!r}")
+    return canonical
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
@@ -67,12 +77,7 @@ class PublishRequest(_Model):
     @field_validator("runtimeType")
     @classmethod
     def _runtime(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        canonical = RUNTIMES.get(value.strip().lower())
-        if canonical is None:
-            raise ValueError(f"runtimeType must be R or Python, not {value!r}")
-        return canonical
+        return runtime_type(value)
 
     @field_validator("inputParameterDefinitions", "outputParameterDefinitions")
     @classmethod
@@ -163,3 +168,42 @@ def token_json(access_token: str, expires_on: int, lifetime: int, refresh_token:
         "expires_on": expires_on,
         "refresh_token": refresh_token,
     }
+
+
+# ---------------------------------------------------------------------- sessions
+class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(default=None, max_length=256)
+    snapshotId: str | None = Field(default=None, max_length=256)
+    runtimeType: str | None = None
+
+    @field_validator("runtimeType")
+    @classmethod
+    def _runtime(cls, value: str | None) -> str | None:
+        return runtime_type(value)
+
+
+class WorkspaceObject(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=256)
+    value: Any = None
+
+
+class ExecuteRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    code: str
+    inputParameters: list[WorkspaceObject] | None = None
+    outputParameters: list[str] | None = None
+
+    @field_validator("outputParameters")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not name or len(name) > 256:
+                raise ValueError(f"{name!r} is not a valid object name")
+        return value
+
+
+class CreateSnapshotRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = Field(default=None, max_length=256)

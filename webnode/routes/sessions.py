@@ -10,11 +10,9 @@ from __future__ import annotations
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import InvalidInput, PayloadTooLarge
 from common.pb import compute_pb2 as pb
@@ -24,7 +22,7 @@ from webnode.auth.roles import Action, require
 from webnode.compute.sessions import SessionGateway
 from webnode.keys import cluster_key, coordinator_key, db_key, principal, settings_key
 from webnode.routes.snapshots import load_into, save_from
-from webnode.schemas import RUNTIMES, read_model
+from webnode.schemas import CreateSessionRequest, CreateSnapshotRequest, ExecuteRequest, read_model
 from webnode.store.sessions import SessionRecord, SessionStore
 from webnode.store.snapshots import SnapshotStore
 
@@ -32,44 +30,6 @@ routes = web.RouteTableDef()
 gateway_key = web.AppKey("session_gateway", SessionGateway)
 CHUNK = 1 << 20
 _BODY_LIMIT = 64 * 1024 * 1024
-
-
-class CreateSessionRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(default=None, max_length=256)
-    snapshotId: str | None = Field(default=None, max_length=256)
-    runtimeType: str | None = None
-
-    @field_validator("runtimeType")
-    @classmethod
-    def _runtime(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        canonical = RUNTIMES.get(value.strip().lower())
-        if canonical is None:
-            raise ValueError(f"runtimeType must be R or Python, not {value!r}")
-        return canonical
-
-
-class WorkspaceObject(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str = Field(min_length=1, max_length=256)
-    value: Any = None
-
-
-class ExecuteRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    code: str
-    inputParameters: list[WorkspaceObject] | None = None
-    outputParameters: list[str] | None = None
-
-    @field_validator("outputParameters")
-    @classmethod
-    def _names(cls, value: list[str] | None) -> list[str] | None:
-        for name in value or []:
-            if not name or len(name) > 256:
-                raise ValueError(f"{name!r} is not a valid object name")
-        return value
 
 
 async def sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -388,11 +348,6 @@ async def delete_object(request: web.Request) -> web.Response:
 
 
 # ---------------------------------------------------------------------- snapshots of a session
-class CreateSnapshotRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    name: str | None = Field(default=None, max_length=256)
-
-
 @routes.post("/sessions/{id}/snapshot")
 async def create_snapshot(request: web.Request) -> web.Response:
     gateway, record = await _session(request)
