@@ -10,7 +10,7 @@ MSCLIENT_PYTHON ?= python3.11
 MSCLIENT := .venv-msclient/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
+.PHONY: bench-memory all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
 
 all: lint typecheck test
 
@@ -72,6 +72,12 @@ typecheck: $(STAMP)
 bench: $(RSTAMP) services
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) -m tests.bench
+
+# RSS of the web node, compute node and shells idle, then after 1,000 services, 20 sessions
+# and about 80,000 consumptions (shell recycling and caches keep them flat).
+bench-memory: $(STAMP) services
+	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+	$(PY) -m tests.bench.memory
 
 # Realtime (ONNX) services against onnxruntime in a bare handler and a standard Python service.
 bench-realtime: $(STAMP) services
