@@ -142,24 +142,17 @@ class PythonShell:
                 except (values.ValueError_, ValueError, TypeError) as exc:
                     ok, error = False, f"output '{name}' ({type_name}): {exc}"
                     break
-        files = workdir.read_outputs(self.root, service.output_files) if service.output_files else []
-        if changed:
-            workdir.restore(self.root, service.files)
-        reply = {
-            "ok": True,
-            "success": ok,
-            "error": error,
-            "console": console.getvalue(),
-            "changed": changed,
-            "files": [[name, content is not None] for name, content in files],
-            "strays": live_children(),
-        }
-        try:
-            out = values.dumps(outputs) if ok else b"{}"
-        except TypeError as exc:
-            reply.update(success=False, error=f"outputs cannot be encoded as JSON: {exc}")
-            out = b"{}"
-        return reply, [out, *(content or b"" for _, content in files)]
+        return workdir.service_reply(
+            self.root,
+            service.files,
+            ok=ok,
+            error=error,
+            console=console.getvalue(),
+            changed=changed,
+            outputs=outputs,
+            output_files=service.output_files,
+            strays=live_children(),
+        )
 
     # ------------------------------------------------------------------ session ops
     def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:

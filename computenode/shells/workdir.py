@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 Listing = dict[str, tuple[int, int]]
 
@@ -56,3 +57,41 @@ def restore(root: str, keep: Listing) -> None:
     for entry in os.scandir(root):
         if entry.is_dir(follow_symlinks=False) and not any(k.startswith(entry.name + os.sep) for k in keep):
             shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def service_reply(
+    root: str,
+    keep: Listing,
+    *,
+    ok: bool,
+    error: str,
+    console: str,
+    changed: list[str],
+    outputs: dict[str, Any],
+    output_files: list[str],
+    strays: Any,
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The reply to a service execution (both shells): outputs JSON, then each declared output file.
+
+    Reads the output files, then puts the working directory back as `keep` when the code changed it.
+    """
+    from common import values
+
+    files = read_outputs(root, output_files) if output_files else []
+    if changed:
+        restore(root, keep)
+    reply: dict[str, Any] = {
+        "ok": True,
+        "success": ok,
+        "error": error,
+        "console": console,
+        "changed": changed,
+        "files": [[name, content is not None] for name, content in files],
+        "strays": strays,
+    }
+    try:
+        out = values.dumps(outputs) if ok else b"{}"
+    except TypeError as exc:
+        reply.update(success=False, error=f"outputs cannot be encoded as JSON: {exc}")
+        out = b"{}"
+    return reply, [out, *(content or b"" for _, content in files)]
