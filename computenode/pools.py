@@ -91,8 +91,10 @@ class ShellPool:
 
     # ------------------------------------------------------------------ leasing
     @contextlib.asynccontextmanager
-    async def lease(self, service_key: str | None = None) -> AsyncIterator[ShellProcess]:
-        shell = await self.acquire(service_key)
+    async def lease(
+        self, service_key: str | None = None, *, on_wait: Callable[[], None] | None = None
+    ) -> AsyncIterator[ShellProcess]:
+        shell = await self.acquire(service_key, on_wait=on_wait)
         broken = True
         try:
             yield shell
@@ -100,7 +102,11 @@ class ShellPool:
         finally:
             await self.release(shell, broken=broken)
 
-    async def acquire(self, service_key: str | None = None) -> ShellProcess:
+    async def acquire(
+        self, service_key: str | None = None, *, on_wait: Callable[[], None] | None = None
+    ) -> ShellProcess:
+        """A shell for `service_key` (one that holds it, if idle). `on_wait` is called once if the
+        request has to wait: for a shell to start, or in the queue."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.acquire_timeout
         queued_before = False  # FIFO: a newcomer does not take a shell ahead of queued requests
@@ -112,6 +118,9 @@ class ShellPool:
             if shell is not None:
                 self._busy.add(shell)
                 return shell
+            if on_wait is not None and not queued_before:
+                on_wait()
+                on_wait = None
             if not barging and self._size() < self.config.max_size:
                 self._starting += 1
                 try:

@@ -29,6 +29,34 @@ def error_message(exc: BaseException) -> pb.Error:
     return pb.Error(code=Internal.code, message="internal error on the compute node")
 
 
+class _StreamProgress:
+    """Progress notices of one request on its Call stream (see `Progress` in compute.proto)."""
+
+    def __init__(
+        self, request_id: int, replies: asyncio.Queue[pb.CallReply | None], written: dict[int, asyncio.Future[None]]
+    ) -> None:
+        self._id = request_id
+        self._replies = replies
+        self._written = written
+
+    def queued(self) -> None:
+        self._replies.put_nowait(pb.CallReply(id=self._id, progress=pb.Progress(stage=pb.Progress.QUEUED)))
+
+    async def started(self) -> None:
+        # The code must not run before the web node knows it does: from then on it must not retry.
+        future = self._written[self._id] = asyncio.get_running_loop().create_future()
+        self._replies.put_nowait(pb.CallReply(id=self._id, progress=pb.Progress(stage=pb.Progress.STARTED)))
+        await future
+
+
+def _mark_sent(batch: list[pb.CallReply], written: dict[int, asyncio.Future[None]]) -> None:
+    """Resolve the STARTED notices of `batch`, now handed to the stream."""
+    for sent in batch:
+        future = written.pop(sent.id, None) if sent.WhichOneof("kind") == "progress" else None
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
 class ComputeServicer(pb_grpc.ComputeServicer):
     def __init__(
         self,
@@ -54,23 +82,11 @@ class ComputeServicer(pb_grpc.ComputeServicer):
     ) -> AsyncIterator[pb.ReplyBatch]:
         replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
+        written: dict[int, asyncio.Future[None]] = {}  # STARTED notices, resolved once sent
 
         async def handle(request: pb.CallRequest) -> None:
             try:
-                kind = request.WhichOneof("kind")
-                if kind == "execute_service":
-                    result = await self._registry.execute(request.execute_service)
-                    reply = pb.CallReply(id=request.id, result=result)
-                elif kind == "session_execute" and self._sessions is not None:
-                    call = request.session_execute
-                    result = await self._sessions.execute_result(
-                        call.session_id, call.code, call.inputs_json, list(call.output_names)
-                    )
-                    reply = pb.CallReply(id=request.id, result=result)
-                elif kind == "score" and self._realtime is not None:
-                    reply = pb.CallReply(id=request.id, scored=await self._realtime.score(request.score))
-                else:
-                    reply = pb.CallReply(id=request.id, error=pb.Error(code="invalid_input", message="empty call"))
+                reply = await self._answer(request, _StreamProgress(request.id, replies, written))
             except Exception as exc:
                 reply = pb.CallReply(id=request.id, error=error_message(exc))
             replies.put_nowait(reply)
@@ -92,17 +108,37 @@ class ComputeServicer(pb_grpc.ComputeServicer):
             while (reply := await replies.get()) is not None:
                 # Send every reply that is ready as one message.
                 batch = [reply]
+                end = False
                 while not replies.empty():
                     more = replies.get_nowait()
                     if more is None:
-                        yield pb.ReplyBatch(replies=batch)
-                        return
+                        end = True
+                        break
                     batch.append(more)
                 yield pb.ReplyBatch(replies=batch)
+                if written:
+                    _mark_sent(batch, written)
+                if end:
+                    return
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    async def _answer(self, request: pb.CallRequest, progress: _StreamProgress) -> pb.CallReply:
+        kind = request.WhichOneof("kind")
+        if kind == "execute_service":
+            result = await self._registry.execute(request.execute_service, progress)
+            return pb.CallReply(id=request.id, result=result)
+        if kind == "session_execute" and self._sessions is not None:
+            call = request.session_execute
+            result = await self._sessions.execute_result(
+                call.session_id, call.code, call.inputs_json, list(call.output_names)
+            )
+            return pb.CallReply(id=request.id, result=result)
+        if kind == "score" and self._realtime is not None:
+            return pb.CallReply(id=request.id, scored=await self._realtime.score(request.score))
+        return pb.CallReply(id=request.id, error=pb.Error(code="invalid_input", message="empty call"))
 
     async def LoadService(
         self, request: pb.LoadServiceRequest, context: grpc.aio.ServicerContext

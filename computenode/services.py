@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from common.errors import InvalidInput, ServiceNotLoaded, ShellCrashed, Unavailable
 from common.pb import compute_pb2 as pb
@@ -19,7 +20,15 @@ from computenode.pools import ShellPool
 from computenode.shells.process import ShellProcess
 
 logger = logging.getLogger(__name__)
-__all__ = ["RUNTIME_NAMES", "LoadedService", "ServiceRegistry"]
+__all__ = ["RUNTIME_NAMES", "LoadedService", "Progress", "ServiceRegistry"]
+
+
+class Progress(Protocol):
+    """Told where a request that had to wait for a shell stands."""
+
+    def queued(self) -> None: ...
+
+    async def started(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,25 @@ class ServiceRegistry:
     def unload(self, key: str) -> None:
         self._services.pop(key, None)
 
-    async def execute(self, request: pb.ExecuteServiceRequest) -> pb.ExecutionResult:
+    async def execute(self, request: pb.ExecuteServiceRequest, progress: Progress | None = None) -> pb.ExecutionResult:
+        """Run the request in a shell. `progress` hears of a wait for a shell, and of its end
+        (awaited: the caller may need to tell someone before the code starts)."""
         service = self._services.get(request.service_key)
         if service is None:
             raise ServiceNotLoaded(f"service {request.service_key} is not loaded")
         dedicated = self.dedicated.get(service_id(service.definition.key))
         pool = dedicated.pool if dedicated is not None else self._pools[service.runtime]
-        async with pool.lease(service.definition.key) as shell:
+        waited = False
+
+        def on_wait() -> None:
+            nonlocal waited
+            waited = True
+            if progress is not None:
+                progress.queued()
+
+        async with pool.lease(service.definition.key, on_wait=on_wait) as shell:
+            if waited and progress is not None:
+                await progress.started()
             if shell.loaded_key != service.definition.key:
                 failure = await self._prepare(shell, service)
                 if failure is not None:

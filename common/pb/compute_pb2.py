@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1do16n/compute/v1/compute.proto\x12\x0fo16n.compute.v1\"\'\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\xe0\x01\n\x11ServiceDefinition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x07runtime\x18\x02 \x01(\x0e\x32\x18.o16n.compute.v1.Runtime\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x11\n\tinit_code\x18\x04 \x01(\t\x12*\n\x06inputs\x18\x05 \x03(\x0b\x32\x1a.o16n.compute.v1.Parameter\x12+\n\x07outputs\x18\x06 \x03(\x0b\x32\x1a.o16n.compute.v1.Parameter\x12\x19\n\x11output_file_names\x18\x07 \x03(\t\"A\n\x15\x45xecuteServiceRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x13\n\x0binputs_json\x18\x02 \x01(\x0c\"<\n\nOutputFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07present\x18\x03 \x01(\x08\"\xb1\x01\n\x0f\x45xecutionResult\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0coutputs_json\x18\x03 \x01(\x0c\x12\x16\n\x0e\x63onsole_output\x18\x04 \x01(\t\x12\x15\n\rchanged_files\x18\x05 \x03(\t\x12\x31\n\x0coutput_files\x18\x06 \x03(\x0b\x32\x1b.o16n.compute.v1.OutputFile\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"8\n\tCallBatch\x12+\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1c.o16n.compute.v1.CallRequest\"9\n\nReplyBatch\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.o16n.compute.v1.CallReply\"\xd0\x01\n\x0b\x43\x61llRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x41\n\x0f\x65xecute_service\x18\x02 \x01(\x0b\x32&.o16n.compute.v1.ExecuteServiceRequestH\x00\x12:\n\x0fsession_execute\x18\n \x01(\x0b\x32\x1f.o16n.compute.v1.SessionExecuteH\x00\x12.\n\x05score\x18\x14 \x01(\x0b\x32\x1d.o16n.compute.v1.ScoreRequestH\x00\x42\x06\n\x04kind\"\xab\x01\n\tCallReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .o16n.compute.v1.ExecutionResultH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.o16n.compute.v1.ErrorH\x00\x12-\n\x06scored\x18\x14 \x01(\x0b\x32\x1b.o16n.compute.v1.ScoreReplyH\x00\x42\x06\n\x04kind\"I\n\x12LoadServiceRequest\x12\x33\n\x07service\x18\x01 \x01(\x0b\x32\".o16n.compute.v1.ServiceDefinition\"\x12\n\x10LoadServiceReply\"+\n\x14UnloadServiceRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\x14\n\x12UnloadServiceReply\"\x12\n\x10GetStatusRequest\"\xe8\x01\n\nPoolStatus\x12)\n\x07runtime\x18\x01 \x01(\x0e\x32\x18.o16n.compute.v1.Runtime\x12\x10\n\x08max_size\x18\x02 \x01(\r\x12\x14\n\x0c\x63urrent_size\x18\x03 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\r\x12\x0c\n\x04idle\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x16\n\x0e\x63\x61n_open_shell\x18\x07 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x0f\n\x07service\x18\t \x01(\t\x12\x14\n\x0cinitial_size\x18\n \x01(\r\"\xbd\x01\n\nNodeStatus\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12*\n\x05pools\x18\x03 \x03(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\x12\x17\n\x0floaded_services\x18\x04 \x01(\r\x12\x10\n\x08log_path\x18\x05 \x01(\t\x12\x32\n\rservice_pools\x18\x10 \x03(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\"5\n\x0cScoreRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\x12\x11\n\tbody_json\x18\x02 \x01(\x0c\"\"\n\nScoreReply\x12\x14\n\x0coutputs_json\x18\x01 \x01(\x0c\"]\n\x0eSessionExecute\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0binputs_json\x18\x03 \x01(\x0c\x12\x14\n\x0coutput_names\x18\x04 \x03(\t*5\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\n\n\x06PYTHON\x10\x01\x12\x05\n\x01R\x10\x02\x32\xcf\x02\n\x07\x43ompute\x12\x43\n\x04\x43\x61ll\x12\x1a.o16n.compute.v1.CallBatch\x1a\x1b.o16n.compute.v1.ReplyBatch(\x01\x30\x01\x12U\n\x0bLoadService\x12#.o16n.compute.v1.LoadServiceRequest\x1a!.o16n.compute.v1.LoadServiceReply\x12[\n\rUnloadService\x12%.o16n.compute.v1.UnloadServiceRequest\x1a#.o16n.compute.v1.UnloadServiceReply\x12K\n\tGetStatus\x12!.o16n.compute.v1.GetStatusRequest\x1a\x1b.o16n.compute.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1do16n/compute/v1/compute.proto\x12\x0fo16n.compute.v1\"\'\n\tParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\"\xe0\x01\n\x11ServiceDefinition\x12\x0b\n\x03key\x18\x01 \x01(\t\x12)\n\x07runtime\x18\x02 \x01(\x0e\x32\x18.o16n.compute.v1.Runtime\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x11\n\tinit_code\x18\x04 \x01(\t\x12*\n\x06inputs\x18\x05 \x03(\x0b\x32\x1a.o16n.compute.v1.Parameter\x12+\n\x07outputs\x18\x06 \x03(\x0b\x32\x1a.o16n.compute.v1.Parameter\x12\x19\n\x11output_file_names\x18\x07 \x03(\t\"A\n\x15\x45xecuteServiceRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\x12\x13\n\x0binputs_json\x18\x02 \x01(\x0c\"<\n\nOutputFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0f\n\x07present\x18\x03 \x01(\x08\"\xb1\x01\n\x0f\x45xecutionResult\x12\x0f\n\x07success\x18\x01 \x01(\x08\x12\x15\n\rerror_message\x18\x02 \x01(\t\x12\x14\n\x0coutputs_json\x18\x03 \x01(\x0c\x12\x16\n\x0e\x63onsole_output\x18\x04 \x01(\t\x12\x15\n\rchanged_files\x18\x05 \x03(\t\x12\x31\n\x0coutput_files\x18\x06 \x03(\x0b\x32\x1b.o16n.compute.v1.OutputFile\"5\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\"8\n\tCallBatch\x12+\n\x05\x63\x61lls\x18\x01 \x03(\x0b\x32\x1c.o16n.compute.v1.CallRequest\"9\n\nReplyBatch\x12+\n\x07replies\x18\x01 \x03(\x0b\x32\x1a.o16n.compute.v1.CallReply\"\xd0\x01\n\x0b\x43\x61llRequest\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x41\n\x0f\x65xecute_service\x18\x02 \x01(\x0b\x32&.o16n.compute.v1.ExecuteServiceRequestH\x00\x12:\n\x0fsession_execute\x18\n \x01(\x0b\x32\x1f.o16n.compute.v1.SessionExecuteH\x00\x12.\n\x05score\x18\x14 \x01(\x0b\x32\x1d.o16n.compute.v1.ScoreRequestH\x00\x42\x06\n\x04kind\"\xda\x01\n\tCallReply\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .o16n.compute.v1.ExecutionResultH\x00\x12\'\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x16.o16n.compute.v1.ErrorH\x00\x12-\n\x08progress\x18\x04 \x01(\x0b\x32\x19.o16n.compute.v1.ProgressH\x00\x12-\n\x06scored\x18\x14 \x01(\x0b\x32\x1b.o16n.compute.v1.ScoreReplyH\x00\x42\x06\n\x04kind\"s\n\x08Progress\x12.\n\x05stage\x18\x01 \x01(\x0e\x32\x1f.o16n.compute.v1.Progress.Stage\"7\n\x05Stage\x12\x15\n\x11STAGE_UNSPECIFIED\x10\x00\x12\n\n\x06QUEUED\x10\x01\x12\x0b\n\x07STARTED\x10\x02\"I\n\x12LoadServiceRequest\x12\x33\n\x07service\x18\x01 \x01(\x0b\x32\".o16n.compute.v1.ServiceDefinition\"\x12\n\x10LoadServiceReply\"+\n\x14UnloadServiceRequest\x12\x13\n\x0bservice_key\x18\x01 \x01(\t\"\x14\n\x12UnloadServiceReply\"\x12\n\x10GetStatusRequest\"\xe8\x01\n\nPoolStatus\x12)\n\x07runtime\x18\x01 \x01(\x0e\x32\x18.o16n.compute.v1.Runtime\x12\x10\n\x08max_size\x18\x02 \x01(\r\x12\x14\n\x0c\x63urrent_size\x18\x03 \x01(\r\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\r\x12\x0c\n\x04idle\x18\x05 \x01(\r\x12\x0e\n\x06queued\x18\x06 \x01(\r\x12\x16\n\x0e\x63\x61n_open_shell\x18\x07 \x01(\x08\x12\x1a\n\x12unavailable_reason\x18\x08 \x01(\t\x12\x0f\n\x07service\x18\t \x01(\t\x12\x14\n\x0cinitial_size\x18\n \x01(\r\"\xbd\x01\n\nNodeStatus\x12\x13\n\x0b\x61pi_version\x18\x01 \x01(\t\x12\x0f\n\x07node_id\x18\x02 \x01(\t\x12*\n\x05pools\x18\x03 \x03(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\x12\x17\n\x0floaded_services\x18\x04 \x01(\r\x12\x10\n\x08log_path\x18\x05 \x01(\t\x12\x32\n\rservice_pools\x18\x10 \x03(\x0b\x32\x1b.o16n.compute.v1.PoolStatus\"5\n\x0cScoreRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\t\x12\x11\n\tbody_json\x18\x02 \x01(\x0c\"\"\n\nScoreReply\x12\x14\n\x0coutputs_json\x18\x01 \x01(\x0c\"]\n\x0eSessionExecute\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x13\n\x0binputs_json\x18\x03 \x01(\x0c\x12\x14\n\x0coutput_names\x18\x04 \x03(\t*5\n\x07Runtime\x12\x17\n\x13RUNTIME_UNSPECIFIED\x10\x00\x12\n\n\x06PYTHON\x10\x01\x12\x05\n\x01R\x10\x02\x32\xcf\x02\n\x07\x43ompute\x12\x43\n\x04\x43\x61ll\x12\x1a.o16n.compute.v1.CallBatch\x1a\x1b.o16n.compute.v1.ReplyBatch(\x01\x30\x01\x12U\n\x0bLoadService\x12#.o16n.compute.v1.LoadServiceRequest\x1a!.o16n.compute.v1.LoadServiceReply\x12[\n\rUnloadService\x12%.o16n.compute.v1.UnloadServiceRequest\x1a#.o16n.compute.v1.UnloadServiceReply\x12K\n\tGetStatus\x12!.o16n.compute.v1.GetStatusRequest\x1a\x1b.o16n.compute.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'o16n.compute.v1.compute_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNTIME']._serialized_start=1979
-  _globals['_RUNTIME']._serialized_end=2032
+  _globals['_RUNTIME']._serialized_start=2143
+  _globals['_RUNTIME']._serialized_end=2196
   _globals['_PARAMETER']._serialized_start=50
   _globals['_PARAMETER']._serialized_end=89
   _globals['_SERVICEDEFINITION']._serialized_start=92
@@ -52,27 +52,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALLREQUEST']._serialized_start=800
   _globals['_CALLREQUEST']._serialized_end=1008
   _globals['_CALLREPLY']._serialized_start=1011
-  _globals['_CALLREPLY']._serialized_end=1182
-  _globals['_LOADSERVICEREQUEST']._serialized_start=1184
-  _globals['_LOADSERVICEREQUEST']._serialized_end=1257
-  _globals['_LOADSERVICEREPLY']._serialized_start=1259
-  _globals['_LOADSERVICEREPLY']._serialized_end=1277
-  _globals['_UNLOADSERVICEREQUEST']._serialized_start=1279
-  _globals['_UNLOADSERVICEREQUEST']._serialized_end=1322
-  _globals['_UNLOADSERVICEREPLY']._serialized_start=1324
-  _globals['_UNLOADSERVICEREPLY']._serialized_end=1344
-  _globals['_GETSTATUSREQUEST']._serialized_start=1346
-  _globals['_GETSTATUSREQUEST']._serialized_end=1364
-  _globals['_POOLSTATUS']._serialized_start=1367
-  _globals['_POOLSTATUS']._serialized_end=1599
-  _globals['_NODESTATUS']._serialized_start=1602
-  _globals['_NODESTATUS']._serialized_end=1791
-  _globals['_SCOREREQUEST']._serialized_start=1793
-  _globals['_SCOREREQUEST']._serialized_end=1846
-  _globals['_SCOREREPLY']._serialized_start=1848
-  _globals['_SCOREREPLY']._serialized_end=1882
-  _globals['_SESSIONEXECUTE']._serialized_start=1884
-  _globals['_SESSIONEXECUTE']._serialized_end=1977
-  _globals['_COMPUTE']._serialized_start=2035
-  _globals['_COMPUTE']._serialized_end=2370
+  _globals['_CALLREPLY']._serialized_end=1229
+  _globals['_PROGRESS']._serialized_start=1231
+  _globals['_PROGRESS']._serialized_end=1346
+  _globals['_PROGRESS_STAGE']._serialized_start=1291
+  _globals['_PROGRESS_STAGE']._serialized_end=1346
+  _globals['_LOADSERVICEREQUEST']._serialized_start=1348
+  _globals['_LOADSERVICEREQUEST']._serialized_end=1421
+  _globals['_LOADSERVICEREPLY']._serialized_start=1423
+  _globals['_LOADSERVICEREPLY']._serialized_end=1441
+  _globals['_UNLOADSERVICEREQUEST']._serialized_start=1443
+  _globals['_UNLOADSERVICEREQUEST']._serialized_end=1486
+  _globals['_UNLOADSERVICEREPLY']._serialized_start=1488
+  _globals['_UNLOADSERVICEREPLY']._serialized_end=1508
+  _globals['_GETSTATUSREQUEST']._serialized_start=1510
+  _globals['_GETSTATUSREQUEST']._serialized_end=1528
+  _globals['_POOLSTATUS']._serialized_start=1531
+  _globals['_POOLSTATUS']._serialized_end=1763
+  _globals['_NODESTATUS']._serialized_start=1766
+  _globals['_NODESTATUS']._serialized_end=1955
+  _globals['_SCOREREQUEST']._serialized_start=1957
+  _globals['_SCOREREQUEST']._serialized_end=2010
+  _globals['_SCOREREPLY']._serialized_start=2012
+  _globals['_SCOREREPLY']._serialized_end=2046
+  _globals['_SESSIONEXECUTE']._serialized_start=2048
+  _globals['_SESSIONEXECUTE']._serialized_end=2141
+  _globals['_COMPUTE']._serialized_start=2199
+  _globals['_COMPUTE']._serialized_end=2534
 # @@protoc_insertion_point(module_scope)

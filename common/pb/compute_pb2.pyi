@@ -111,16 +111,32 @@ class CallRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ..., execute_service: _Optional[_Union[ExecuteServiceRequest, _Mapping]] = ..., session_execute: _Optional[_Union[SessionExecute, _Mapping]] = ..., score: _Optional[_Union[ScoreRequest, _Mapping]] = ...) -> None: ...
 
 class CallReply(_message.Message):
-    __slots__ = ("id", "result", "error", "scored")
+    __slots__ = ("id", "result", "error", "progress", "scored")
     ID_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SCORED_FIELD_NUMBER: _ClassVar[int]
     id: int
     result: ExecutionResult
     error: Error
+    progress: Progress
     scored: ScoreReply
-    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., scored: _Optional[_Union[ScoreReply, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., result: _Optional[_Union[ExecutionResult, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., scored: _Optional[_Union[ScoreReply, _Mapping]] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("stage",)
+    class Stage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STAGE_UNSPECIFIED: _ClassVar[Progress.Stage]
+        QUEUED: _ClassVar[Progress.Stage]
+        STARTED: _ClassVar[Progress.Stage]
+    STAGE_UNSPECIFIED: Progress.Stage
+    QUEUED: Progress.Stage
+    STARTED: Progress.Stage
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: Progress.Stage
+    def __init__(self, stage: _Optional[_Union[Progress.Stage, str]] = ...) -> None: ...
 
 class LoadServiceRequest(_message.Message):
     __slots__ = ("service",)

@@ -3,8 +3,9 @@
 One gRPC channel per node; service executions travel over a few long-lived `Call`
 streams, each multiplexing many requests by id, so a request costs one stream message
 each way instead of a whole unary call. If a stream breaks, its pending requests fail
-with Unavailable (503) and the next request opens a new stream. Unary RPCs carry
-administration (load a service, status), each with a deadline.
+with Unavailable (503), except those the node reported as still waiting for a shell (they
+never ran: NotDelivered, which the cluster sends to another node), and the next request opens
+a new stream. Unary RPCs carry administration (load a service, status), each with a deadline.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class _Stream:
     def __init__(self, stub: pb_grpc.ComputeStub, metadata: tuple[tuple[str, str], ...] = ()) -> None:
         self._call = stub.Call(metadata=metadata or None)
         self._pending: dict[int, asyncio.Future[pb.CallReply]] = {}
+        self._queued: set[int] = set()  # reported waiting for a shell: never ran
         self._outbox: list[pb.CallRequest] = []
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
@@ -87,11 +89,19 @@ class _Stream:
 
     def forget(self, request_id: int) -> None:
         self._pending.pop(request_id, None)
+        self._queued.discard(request_id)
 
     async def _read(self) -> None:
         try:
             async for batch in self._call:
                 for reply in batch.replies:
+                    if reply.WhichOneof("kind") == "progress":
+                        if reply.progress.stage == pb.Progress.QUEUED:
+                            self._queued.add(reply.id)
+                        else:
+                            self._queued.discard(reply.id)
+                        continue
+                    self._queued.discard(reply.id)
                     future = self._pending.pop(reply.id, None)
                     if future is not None and not future.done():
                         future.set_result(reply)
@@ -111,10 +121,15 @@ class _Stream:
             error = NotDelivered(f"the compute node is unavailable: {error.message}")
         elif not isinstance(error, Unavailable | Timeout):
             error = Unavailable(f"the compute node is unavailable: {error.message}")
-        for future in self._pending.values():
-            if not future.done():
+        for request_id, future in self._pending.items():
+            if future.done():
+                continue
+            if request_id in self._queued:  # it never reached a shell: another node may run it
+                future.set_exception(NotDelivered(f"the compute node went away before running it: {error.message}"))
+            else:
                 future.set_exception(type(error)(error.message))
         self._pending.clear()
+        self._queued.clear()
 
     async def close(self) -> None:
         self.closed = True
