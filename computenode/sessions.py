@@ -88,6 +88,7 @@ class SessionRegistry:
         self._cache = SnapshotCache(cache_dir, cache_bytes)
         self._sessions: dict[str, Session] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._teardowns: set[asyncio.Task[None]] = set()  # shells of closed sessions, being stopped
 
     @property
     def cache(self) -> SnapshotCache:
@@ -104,6 +105,8 @@ class SessionRegistry:
             self._reaper.cancel()
         for session_id in list(self._sessions):
             await self.close_session(session_id, force=True)
+        if self._teardowns:
+            await asyncio.gather(*self._teardowns, return_exceptions=True)
 
     def ids(self) -> list[str]:
         """Live sessions; one whose shell died meanwhile is dropped here."""
@@ -140,10 +143,19 @@ class SessionRegistry:
         session = self._sessions.pop(session_id, None)
         if session is None:
             raise Gone(f"session {session_id} no longer exists on this compute node")
-        if force or session.running:
-            await session.shell.kill()
-        await self._pools[session.runtime].release(session.shell, broken=True)
-        await asyncio.to_thread(shutil.rmtree, session.home, True)
+        # The session is gone from now on; its shell (never reused: it held a user's state) and
+        # its directory go in the background, so closing answers at once.
+        task = asyncio.get_running_loop().create_task(self._teardown(session, kill=force or session.running))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _teardown(self, session: Session, *, kill: bool) -> None:
+        try:
+            if kill:
+                await session.shell.kill()
+            await self._pools[session.runtime].release(session.shell, broken=True)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, session.home, True)
 
     def get(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)

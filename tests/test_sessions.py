@@ -112,6 +112,9 @@ async def test_lifecycle_execute_state_history(
     async with http.get(f"{server.url}/sessions/{sid}/console-output", headers=auth) as resp:
         assert (await resp.json())["consoleOutput"].startswith("before\n")
 
+    shell = await execute(server, http, auth, sid, "import os\npid = os.getpid()", outputParameters=["pid"])
+    pid = int(shell["outputParameters"][0]["value"])
+
     async with http.delete(f"{server.url}/sessions/{sid}", headers=auth) as resp:
         assert resp.status == 200
     async with http.post(f"{server.url}/sessions/{sid}/execute", json={"code": "1"}, headers=auth) as resp:
@@ -119,6 +122,15 @@ async def test_lifecycle_execute_state_history(
         assert_error(await resp.json(), 404)
     async with http.get(f"{server.url}/sessions", headers=auth) as resp:
         assert sid not in [s["id"] for s in await resp.json()]
+
+    # Closing answers at once; the session's shell (never reused: it held the session's state) goes.
+    async def shell_gone() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    await wait_until(shell_gone, timeout=10, what="the closed session's shell gone")
 
 
 async def test_session_errors(
