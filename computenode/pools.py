@@ -164,7 +164,7 @@ class ShellPool:
                 self._recycled += 1
                 logger.info("replacing %s shell %s: %s", self.spec.runtime, shell.pid, reason)
             await self._discard(shell)
-            self._replenish()
+            self.replenish()
         else:
             self._idle.append(shell)
         self._wake_one()
@@ -185,8 +185,16 @@ class ShellPool:
             return f"its memory ({rss >> 20} MB) passed the ceiling ({ceiling >> 20} MB)"
         return ""
 
-    def _replenish(self) -> None:
-        if not self._closed and len(self._idle) + self._starting < self.config.initial_size:
+    def replenish(self) -> None:
+        """Start shells in the background until `initial_size` are idle or starting (within max_size).
+
+        Called when a shell leaves for good (recycled, or taken by a session for its whole life),
+        so the next request finds a warm one."""
+        if (
+            not self._closed
+            and self._size() < self.config.max_size
+            and len(self._idle) + self._starting < self.config.initial_size
+        ):
             self._spawn_background()
 
     def resize(self, initial_size: int, max_size: int) -> None:

@@ -138,6 +138,7 @@ class SessionRegistry:
             shutil.rmtree(home, ignore_errors=True)
             raise
         self._sessions[session_id] = session
+        pool.replenish()  # the session keeps its shell: warm another one for the next request
 
     async def close_session(self, session_id: str, *, force: bool) -> None:
         session = self._sessions.pop(session_id, None)

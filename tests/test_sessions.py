@@ -695,3 +695,38 @@ async def test_shell_dying_while_idle_is_swept(tmp_path: Path, compute_node: str
         assert (await execute(web, http, auth, keep, "1"))["success"] is True
     finally:
         web.process.stop()
+
+
+async def test_a_session_taking_a_shell_warms_another(tmp_path: Path) -> None:
+    """The pool keeps `initial_size` warm shells while sessions hold theirs; closing one tears its shell down."""
+    from computenode.pools import PoolConfig, ShellPool
+    from computenode.sessions import SessionRegistry
+    from computenode.shells.process import PYTHON
+
+    config = PoolConfig(initial_size=1, max_size=3, acquire_timeout=30, queue_limit=10, max_uses=1000, start_timeout=60)
+    pool = ShellPool(PYTHON, config, tmp_path / "pool")
+    registry = SessionRegistry(
+        {"python": pool}, root=tmp_path / "sessions", cache_dir=tmp_path / "cache", cache_bytes=1 << 20
+    )
+    await pool.start()
+    registry.start()
+    try:
+
+        async def warm() -> bool:
+            return pool.figures().idle == 1
+
+        await wait_until(warm, timeout=60, what="a warm shell")
+        await registry.create("s1", "python", idle_timeout=60)
+        assert pool.figures().active == 1
+        await wait_until(warm, timeout=60, what="another warm shell while the session holds the first")
+        shell = registry.get("s1").shell
+        await registry.close_session("s1", force=False)
+
+        async def torn_down() -> bool:
+            return shell.poll() is not None and pool.figures().active == 0
+
+        await wait_until(torn_down, timeout=30, what="the closed session's shell stopped")
+        assert pool.figures().idle == 1  # the warm one, never given to the session
+    finally:
+        await registry.close()
+        await pool.close()
