@@ -26,9 +26,9 @@ PG_ADMIN_DSN = os.environ.get("O16N_TEST_PG_DSN", "postgresql://postgres@127.0.0
 REDIS_URL = os.environ.get("O16N_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -114,10 +114,13 @@ async def grpc_serving(target: str) -> bool:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
-async def start_compute_node(workdir: Path, **env: str) -> tuple[Process, str]:
-    port = free_port()
+async def start_compute_node(
+    workdir: Path, *, host: str = "127.0.0.1", port: int = 0, **env: str
+) -> tuple[Process, str]:
+    """A compute node listening on host:port (a free port when 0); returns it and its URI."""
+    port = port or free_port(host)
     settings = {
-        "O16N_COMPUTE_HOST": "127.0.0.1",
+        "O16N_COMPUTE_HOST": host,
         "O16N_COMPUTE_PORT": str(port),
         "O16N_DATA_DIR": str(workdir / "data"),
         "O16N_PYTHON_POOL_INITIAL_SIZE": "1",
@@ -127,7 +130,7 @@ async def start_compute_node(workdir: Path, **env: str) -> tuple[Process, str]:
         **env,
     }
     process = spawn("computenode", "computenode", settings, workdir)
-    target = f"127.0.0.1:{port}"
+    target = f"{host}:{port}"
     await wait_until(lambda: grpc_serving(target), timeout=90, what="compute node", process=process)
     return process, f"http://{target}"
 

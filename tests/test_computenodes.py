@@ -6,16 +6,21 @@ original back before it ends.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import os
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support import WebNode, wait_until
+from tests.support import Process, WebNode, free_port, start_compute_node, start_web_node, unique, wait_until
 from tests.test_services import consume, expect_error, publish, user_headers
 
 URL = "/computenodes"
+HOSTS = Path("/etc/hosts")
 
 
 async def _get(http: aiohttp.ClientSession, server: WebNode, auth: dict[str, str]) -> list[str]:
@@ -187,3 +192,126 @@ async def test_ranges_and_names_expand_to_nodes(
         return set(nodes) == expected
 
     await wait_until(expanded, timeout=10, what="the range expanded in /status")
+
+
+# ---------------------------------------------------------------- a name for several compute nodes
+
+
+def _without(text: bytes, line: bytes) -> bytes:
+    """`text` without the last whole line equal to `line` (a line of ours, appended at the end)."""
+    at = text.rfind(line)
+    while at > 0 and text[at - 1 : at] != b"\n":
+        at = text.rfind(line, 0, at)
+    return text if at < 0 else text[:at] + text[at + len(line) :]
+
+
+@contextlib.contextmanager
+def hosts_lines(lines: list[str]) -> Iterator[Callable[[str, bool], None]]:
+    """Append `lines` to /etc/hosts; yields `edit(line, present)` to take one out or put it back. On
+    exit, the lines still there are removed: the file is byte-identical to what it was (rewritten in place)."""
+    assert os.geteuid() == 0, "this test edits /etc/hosts: run it as root (as make test and CI do)"
+    ours = [line.encode() + b"\n" for line in lines]
+    before = HOSTS.read_bytes()
+    separator = b"\n" if before and not before.endswith(b"\n") else b""
+
+    def edit(line: str, present: bool) -> None:
+        text = _without(HOSTS.read_bytes(), line.encode() + b"\n")
+        HOSTS.write_bytes(text + line.encode() + b"\n" if present else text)
+
+    with HOSTS.open("ab") as handle:
+        handle.write(separator + b"".join(ours))
+    try:
+        yield edit
+    finally:
+        text = HOSTS.read_bytes()
+        for line in reversed(ours):
+            text = _without(text, line)
+        if separator and text.endswith(before + separator):
+            text = text[: -len(separator)]
+        HOSTS.write_bytes(text)
+
+
+def addresses(name: str) -> set[str]:
+    return {str(info[4][0]) for info in socket.getaddrinfo(name, 1, socket.AF_INET, socket.SOCK_STREAM)}
+
+
+WHO = {
+    "code": "import os\nnode = os.getppid()",  # a shell's parent is its compute node
+    "runtimeType": "Python",
+    "inputParameterDefinitions": [{"name": "x", "type": "numeric"}],
+    "outputParameterDefinitions": [{"name": "node", "type": "numeric"}],
+}
+
+
+async def test_a_name_resolving_to_two_addresses_is_two_nodes_and_follows_dns(
+    tmp_path: Path, http: aiohttp.ClientSession, processes: list[Process]
+) -> None:
+    """What `docker compose up --scale computenode=2` gives: one name, two addresses, one port.
+
+    Both nodes appear in /status and serve requests; when the name loses an address, the periodic
+    re-resolution drops that node; when it gains it back, a PUT of the same entry re-resolves at once.
+    """
+    name = unique("o16n-scale-")
+    lines = [f"127.0.0.2 {name}", f"127.0.0.3 {name}"]
+    port = free_port("127.0.0.2")
+    nodes: dict[str, Process] = {}
+    for host in ("127.0.0.2", "127.0.0.3"):
+        process, _ = await start_compute_node(tmp_path / host, host=host, port=port, O16N_R_ENABLED="false")
+        processes.append(process)
+        nodes[host] = process
+    web = await start_web_node(tmp_path / "web", [], O16N_COMPUTE_NODES_RELOAD_INTERVAL="0.5")
+    processes.append(web.process)
+    auth = await web.headers(http)
+    entry = f"http://{name}:{port}"
+    pids = {process.popen.pid: host for host, process in nodes.items()}
+
+    async def backends() -> set[str]:
+        async with http.get(f"{web.url}/status", headers=auth) as resp:
+            body = await resp.json()
+        parts = body["components"]["backends"]["components"] or {}
+        # "warn" only says R is disabled on these nodes: they serve Python.
+        return {uri for uri, part in parts.items() if part["statusCode"] in ("pass", "warn")}
+
+    async def served_by(service: str, hosts: set[str]) -> bool:
+        """True once requests have reached every node in `hosts` (and no other), within 200 requests."""
+        seen: set[str] = set()
+        for x in range(200):
+            seen.add(pids[int((await consume(http, web, auth, service, {"x": x}))["outputParameters"]["node"])])
+            assert seen <= hosts, f"served by {seen}, expected only {hosts}"
+            if seen == hosts:
+                return True
+        return False
+
+    with hosts_lines(lines) as edit:
+        assert addresses(name) == {"127.0.0.2", "127.0.0.3"}, "getaddrinfo must return every address of the name"
+        status, body = await _send(http, web, auth, "PUT", {"entries": [entry]})
+        assert status == 200 and body == {"computeNodes": [entry]}, body
+        both = {f"http://127.0.0.2:{port}", f"http://127.0.0.3:{port}"}
+
+        async def both_up() -> bool:
+            return await backends() == both
+
+        await wait_until(both_up, timeout=20, what="both addresses of the name as healthy nodes in /status")
+        service = await publish(http, web, auth, WHO)
+        assert await served_by(service, {"127.0.0.2", "127.0.0.3"})
+
+        # Scale down: the name loses 127.0.0.3 (its node still runs): the periodic re-resolution drops it.
+        edit(lines[1], False)
+        assert addresses(name) == {"127.0.0.2"}
+
+        async def one_left() -> bool:
+            return await backends() == {entry}  # one address: the node keeps the name
+
+        await wait_until(one_left, timeout=20, what="the node that lost its address dropped from /status")
+        assert await served_by(service, {"127.0.0.2"})
+        assert nodes["127.0.0.3"].alive()
+
+        # Scale up again: a PUT of the same entry re-resolves the name at once.
+        edit(lines[1], True)
+        status, body = await _send(http, web, auth, "PUT", {"entries": [entry]})
+        assert status == 200 and body == {"computeNodes": [entry]}, body
+        async with http.get(f"{web.url}/status", headers=auth) as resp:
+            assert set((await resp.json())["components"]["backends"]["components"]) == both
+        await wait_until(both_up, timeout=20, what="both nodes healthy again")
+        assert await served_by(service, {"127.0.0.2", "127.0.0.3"})
+    assert name not in HOSTS.read_text()
