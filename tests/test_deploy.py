@@ -117,16 +117,16 @@ def test_compose_and_manifests_use_only_real_settings() -> None:
     assert not unknown, f"not settings: {sorted(unknown)}"
 
 
-def _compose_config(path: Path) -> subprocess.CompletedProcess[str]:
+def _compose_config(path: Path, home: Path) -> subprocess.CompletedProcess[str]:
     # A clean environment: only the variable the file requires (`:?`), no DOCKER_* from the caller.
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(path.parent), "O16N_COMPUTE_SECRET": "x"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "O16N_COMPUTE_SECRET": "x"}
     return _run(
         _tool("docker-compose"), "-f", str(path), "--project-directory", str(ROOT), "config", "--quiet", env=env
     )
 
 
-def test_docker_compose_config() -> None:
-    result = _compose_config(ROOT / "docker-compose.yml")
+def test_docker_compose_config(tmp_path: Path) -> None:
+    result = _compose_config(ROOT / "docker-compose.yml", tmp_path)
     assert result.returncode == 0, result.stderr
 
 
@@ -138,7 +138,7 @@ def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
     ):
         assert broken != text
         (tmp_path / "docker-compose.yml").write_text(broken)
-        result = _compose_config(tmp_path / "docker-compose.yml")
+        result = _compose_config(tmp_path / "docker-compose.yml", tmp_path)
         assert result.returncode != 0 and error in result.stderr, result.stderr
 
 
