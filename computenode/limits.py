@@ -11,24 +11,35 @@ function), so they bind the shell and everything it forks, never the compute nod
 
 0 leaves a limit as inherited. Every shell is also made a child subreaper, so what its code
 forks and orphans stays its child (python_child.py reports such processes left running and
-the pool replaces the shell, killing its process group). `run_as_user` names an unprivileged account the shells run
-as (the compute node must run as root to use it); their working directories are then
-owned by that user.
+the pool replaces the shell, killing its process group, or its cgroup: computenode/cgroups.py).
+
+`run_as_user` names an unprivileged account the shells run as (the compute node must run
+as root to use it); their working directories are then owned by that user, and the user
+must be able to run the shells' interpreter (`O16N_SHELL_PYTHON`, a virtualenv outside
+/root with o16n installed) and reach the data directory: `check_shell_interpreter` proves
+both at start by running the interpreter as that user, a SettingsError otherwise.
+`seal_data_dir` then leaves the data directory traversable but not readable, and everything
+in it but `shells/` and `sessions/` private to the node.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
+import dataclasses
 import functools
+import os
 import pwd
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.settings import SettingsError
 
 if TYPE_CHECKING:
+    from computenode.cgroups import Cgroups, ShellCgroup
     from computenode.settings import ComputeNodeSettings
 
 
@@ -45,6 +56,7 @@ class ShellLimits:
     cpu_seconds: int = 0
     open_files: int = 0
     run_as: RunAs | None = None
+    cgroups: Cgroups | None = None  # the node's cgroups, when shells get their own
 
     @classmethod
     def from_settings(cls, memory_mb: int, cpu_seconds: int, open_files: int, run_as_user: str) -> ShellLimits:
@@ -71,27 +83,41 @@ class ShellLimits:
         ]
         return [(which, value) for which, value in pairs if value > 0]
 
-    def preexec(self) -> Callable[[], None]:
+    def preexec(self, cgroup: ShellCgroup | None = None) -> Callable[[], None]:
         """The function the forked child runs before exec.
 
-        It makes the shell a child subreaper (so processes its code forks and orphans, e.g.
-        `cmd &` through a shell, stay its children and it can see them left running) and sets
-        the rlimits. It only calls prctl and setrlimit (no imports, no allocation-heavy work),
-        as code between fork and exec must.
+        It joins the shell's cgroups (before anything can fork), makes the shell a child
+        subreaper (so processes its code forks and orphans, e.g. `cmd &` through a shell, stay
+        its children and it can see them left running), sets the rlimits, and last drops to
+        the run-as user (joining a cgroup needs root, so subprocess's own `user=`, applied
+        before this function, cannot be used). It only makes system calls (no imports, no
+        allocation-heavy work), as code between fork and exec must.
         """
         pairs = self.rlimits()
         setrlimit = resource.setrlimit
         getrlimit = resource.getrlimit
         infinity = resource.RLIM_INFINITY
         prctl = _libc_prctl()
+        procs = [os.fsencode(path) for path in cgroup.procs_files] if cgroup is not None else []
+        run_as = self.run_as
 
         def apply() -> None:
+            for path in procs:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
             if prctl is not None:
                 prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
             for which, value in pairs:
                 _, hard = getrlimit(which)
                 limit = value if hard == infinity else min(value, hard)
                 setrlimit(which, (limit, limit))
+            if run_as is not None:
+                os.setgroups([])
+                os.setresgid(run_as.gid, run_as.gid, run_as.gid)
+                os.setresuid(run_as.uid, run_as.uid, run_as.uid)
 
         return apply
 
@@ -109,13 +135,14 @@ def _libc_prctl() -> Callable[..., int] | None:
     return prctl
 
 
-def shell_limits(settings: ComputeNodeSettings) -> ShellLimits:
-    return ShellLimits.from_settings(
+def shell_limits(settings: ComputeNodeSettings, cgroups: Cgroups | None = None) -> ShellLimits:
+    limits = ShellLimits.from_settings(
         settings.shell_memory_limit_mb,
         settings.shell_cpu_limit_seconds,
         settings.shell_open_files_limit,
         settings.shell_run_as_user,
     )
+    return dataclasses.replace(limits, cgroups=cgroups)
 
 
 def resolve_user(name: str) -> RunAs:
@@ -127,3 +154,64 @@ def resolve_user(name: str) -> RunAs:
     if entry.pw_uid == 0:
         raise SettingsError("O16N_SHELL_RUN_AS_USER must name an unprivileged user, not root")
     return RunAs(user=name, uid=entry.pw_uid, gid=entry.pw_gid)
+
+
+# A shell reaches its working directory by path, and imports computenode/shells/python_child.py
+# and what it warms up.
+_CHECK = "import os; os.listdir(os.getcwd()); import computenode.shells.python_child, numpy, pandas, dill"
+
+
+async def check_shell_interpreter(python: str, run_as: RunAs | None, workdir: Path) -> None:
+    """Run `python` as the shells will (their user, in a directory like theirs) and import what a shell imports.
+
+    A SettingsError naming the interpreter, the user and the failure (e.g. Permission denied
+    on an interpreter under /root, o16n not installed in it, a data directory the user cannot
+    reach) instead of shells that fail to start one by one later.
+    """
+    workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if run_as is not None:
+        os.chown(workdir, run_as.uid, run_as.gid)
+    who = f"user {run_as.user!r}" if run_as else "the compute node's user"
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python,
+            "-c",
+            _CHECK,
+            cwd=str(workdir),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            preexec_fn=ShellLimits(run_as=run_as).preexec(),  # (uvloop has no user= argument)
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+    except OSError as exc:
+        raise SettingsError(
+            f"O16N_SHELL_PYTHON: {who} cannot run the shells' interpreter {python} in {workdir}: {exc}; "
+            "use an interpreter (a virtualenv with o16n installed) that user can execute, in a directory it can reach"
+        ) from None
+    finally:
+        os.rmdir(workdir)
+    if proc.returncode != 0:
+        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+        raise SettingsError(
+            f"O16N_SHELL_PYTHON: the shells' interpreter {python}, run as {who} in {workdir}, fails: "
+            f"{lines[-1] if lines else f'exit code {proc.returncode}'}; use an interpreter that user can execute, "
+            "with o16n installed (pip install /path/to/o16n), and a data directory (O16N_DATA_DIR) it can reach"
+        )
+
+
+def seal_data_dir(data_dir: Path, open_to: tuple[str, ...] = ("shells", "sessions")) -> None:
+    """With shells as another user: the data directory traversable only, all in it but `open_to` private.
+
+    Shells reach their own 0700 directories under shells/ and sessions/, but can list
+    neither those nor the data directory, and cannot read the snapshot cache, realtime
+    models or logs.
+    """
+    data_dir.chmod(0o711)
+    for entry in data_dir.iterdir():
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            entry.chmod(0o711 if entry.name in open_to else 0o700)
+        else:
+            entry.chmod(entry.stat().st_mode & 0o700)

@@ -5,15 +5,22 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from computenode.limits import RunAs, ShellLimits
 
-async def r_unavailable_reason() -> str:
-    """Empty when R and rpy2 work; otherwise why not (checked in a throwaway child process)."""
+
+async def r_unavailable_reason(python: str = "", run_as: RunAs | None = None) -> str:
+    """Empty when R and rpy2 work; otherwise why not (checked in a throwaway child process).
+
+    Checked with the shells' interpreter, as the shells' user.
+    """
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        python or sys.executable,
         "-c",
         "import rpy2.rinterface as ri; ri.initr()",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        cwd="/",
+        preexec_fn=ShellLimits(run_as=run_as).preexec(),
     )
     try:
         _, err = await asyncio.wait_for(proc.communicate(), 60)

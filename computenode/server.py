@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,9 +15,10 @@ from grpc_health.v1.health import aio as health_aio
 
 from common.pb import compute_pb2_grpc as pb_grpc
 from common.pb import pools_pb2_grpc, realtime_pb2_grpc, sessions_pb2_grpc
+from computenode.cgroups import Cgroups
 from computenode.dedicated_pools import DedicatedPools
 from computenode.interceptors import ErrorInterceptor, SecretInterceptor
-from computenode.limits import shell_limits
+from computenode.limits import ShellLimits, check_shell_interpreter, seal_data_dir, shell_limits
 from computenode.pools import PoolConfig, ShellPool
 from computenode.pools_servicer import PoolsServicer
 from computenode.realtime import RealtimeModels
@@ -42,6 +44,8 @@ class ComputeNode:
     realtime: RealtimeModels | None = None
     dedicated: DedicatedPools | None = None
 
+    cgroups: Cgroups | None = None
+
     async def stop(self, grace: float = 5.0) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
@@ -50,9 +54,11 @@ class ComputeNode:
         await asyncio.gather(*(pool.close() for pool in self.pools.values()), return_exceptions=True)
         if self.dedicated is not None:
             await self.dedicated.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
-def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
+def _pool_config(settings: ComputeNodeSettings, runtime: str, limits: ShellLimits) -> PoolConfig:
     return PoolConfig(
         initial_size=getattr(settings, f"{runtime}_pool_initial_size"),
         max_size=getattr(settings, f"{runtime}_pool_max_size"),
@@ -61,16 +67,18 @@ def _pool_config(settings: ComputeNodeSettings, runtime: str) -> PoolConfig:
         max_uses=settings.shell_max_uses,
         start_timeout=settings.shell_start_timeout,
         memory_ceiling=settings.shell_memory_ceiling_mb << 20,
-        limits=shell_limits(settings),
+        limits=limits,
     )
 
 
-def _realtime_models(settings: ComputeNodeSettings, shells_root: Path) -> RealtimeModels:
+def _realtime_models(
+    settings: ComputeNodeSettings, shells_root: Path, python: ShellSpec, limits: ShellLimits
+) -> RealtimeModels:
     """Realtime models; pickled ones are scored in their own small Python pool, started on demand."""
     config = dataclasses.replace(
-        _pool_config(settings, "python"), initial_size=0, max_size=settings.realtime_pickle_pool_max_size
+        _pool_config(settings, "python", limits), initial_size=0, max_size=settings.realtime_pickle_pool_max_size
     )
-    pickle_pool = ShellPool(PYTHON, config, shells_root)  # the Python shells' limits apply
+    pickle_pool = ShellPool(python, config, shells_root)  # the Python shells' limits apply
     return RealtimeModels(
         root=(settings.data_dir / "realtime").resolve(),
         pickle_pool=pickle_pool,
@@ -94,18 +102,24 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     """Start pools and serve gRPC; returns once the port is bound (shells warm up in the background)."""
     shells_root = (settings.data_dir / "shells").resolve()
     shells_root.mkdir(parents=True, exist_ok=True)
-    specs: dict[str, ShellSpec] = {"python": PYTHON}
+    limits = shell_limits(settings)
+    if limits.run_as is not None or settings.shell_python:
+        await check_shell_interpreter(settings.shell_python or sys.executable, limits.run_as, shells_root / "check")
+    python = dataclasses.replace(PYTHON, python=settings.shell_python)
+    specs: dict[str, ShellSpec] = {"python": python}
     unavailable: dict[str, str] = {}
     if settings.r_enabled:
-        reason = await r_unavailable_reason()
+        reason = await r_unavailable_reason(settings.shell_python, limits.run_as)
         if reason:
             unavailable["r"] = reason
             logger.warning("%s; serving Python only", reason)
         else:
-            specs["r"] = R
+            specs["r"] = dataclasses.replace(R, python=settings.shell_python)
     else:
         unavailable["r"] = "R is disabled by O16N_R_ENABLED"
-    pools = {name: ShellPool(spec, _pool_config(settings, name), shells_root) for name, spec in specs.items()}
+    cgroups = Cgroups.setup(settings.shell_cgroup, settings.shell_pids_limit)
+    limits = dataclasses.replace(limits, cgroups=cgroups)
+    pools = {name: ShellPool(spec, _pool_config(settings, name, limits), shells_root) for name, spec in specs.items()}
 
     interceptors: list[grpc.aio.ServerInterceptor] = [ErrorInterceptor()]
     if settings.compute_secret:
@@ -126,12 +140,12 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     node_id = settings.node_id or f"{settings.compute_host}:{port}"
     dedicated = DedicatedPools(
         specs,
-        {name: _pool_config(settings, name) for name in specs},
+        {name: _pool_config(settings, name, limits) for name in specs},
         shells_root,
         load_timeout=settings.execution_timeout,
     )
     registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout, dedicated=dedicated)
-    realtime = _realtime_models(settings, shells_root)
+    realtime = _realtime_models(settings, shells_root, python, limits)
     sessions = SessionRegistry(
         pools,
         root=(settings.data_dir / "sessions").resolve(),
@@ -157,10 +171,18 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     for pool in pools.values():
         await pool.start()
     await realtime.start()
+    if limits.run_as is not None:
+        seal_data_dir(settings.data_dir.resolve())
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     logger.info("compute node %s serving on port %d (runtimes: %s)", node_id, port, ", ".join(pools))
     return ComputeNode(
-        server=server, port=port, pools=pools, health=health_servicer, realtime=realtime, dedicated=dedicated
+        server=server,
+        port=port,
+        pools=pools,
+        health=health_servicer,
+        realtime=realtime,
+        dedicated=dedicated,
+        cgroups=cgroups,
     )

@@ -127,7 +127,9 @@ class SessionRegistry:
         home = self._root / session_id
         session = Session(session_id, runtime, shell, home, idle_timeout)
         try:
-            home.mkdir(parents=True, exist_ok=True)
+            home.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if shell.limits.run_as is not None:  # the shell writes its console and workspace images here
+                os.chown(home, shell.limits.run_as.uid, shell.limits.run_as.gid)
             reply, _ = await shell.request(
                 {"op": "session_open", "console_path": str(session.console_path)}, timeout=SHELL_OP_TIMEOUT
             )

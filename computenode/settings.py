@@ -40,7 +40,24 @@ class ComputeNodeSettings:
     )
     shell_open_files_limit: int = setting(0, "Open-file limit (RLIMIT_NOFILE) of each shell (0: inherited).")
     shell_run_as_user: str = setting(
-        "", "Run shells as this unprivileged OS user (the compute node must run as root); empty: as the node's user."
+        "",
+        "Run shells as this unprivileged OS user (the compute node must run as root); empty: as the node's user. "
+        "The user must be able to run O16N_SHELL_PYTHON and reach O16N_DATA_DIR (checked at start); the data "
+        "directory is then left traversable only, all in it but the shells' and sessions' directories private.",
+    )
+    shell_python: str = setting(
+        "",
+        "Interpreter the shells run (python -m computenode.shells....); it must import o16n, numpy, pandas and dill "
+        "(rpy2 for R). Empty: the compute node's own. With O16N_SHELL_RUN_AS_USER, a virtualenv that user can "
+        "execute, e.g. python3 -m venv /opt/o16n-shells && /opt/o16n-shells/bin/pip install /path/to/o16n.",
+    )
+    shell_cgroup: str = setting(
+        "auto",
+        "auto: each shell in its own cgroup (v2 cgroup.kill kills everything it forked, also what left its process "
+        "group), when the cgroup file system is writable, else process groups only (logged); off: process groups.",
+    )
+    shell_pids_limit: int = setting(
+        0, "Most processes and threads in one shell's cgroup (pids.max; needs cgroups); 0: unlimited."
     )
     node_id: str = setting("", "Name reported in /status; empty means host:port.")
     compute_secret: str = setting(
@@ -75,6 +92,10 @@ class ComputeNodeSettings:
             raise SettingsError("O16N_COMPUTE_TLS_CERT and O16N_COMPUTE_TLS_KEY go together")
         if self.compute_tls_client_ca and not self.compute_tls_cert:
             raise SettingsError("O16N_COMPUTE_TLS_CLIENT_CA needs O16N_COMPUTE_TLS_CERT and O16N_COMPUTE_TLS_KEY")
+        if self.shell_cgroup not in ("auto", "off"):
+            raise SettingsError(f"O16N_SHELL_CGROUP must be auto or off, got {self.shell_cgroup!r}")
+        if self.shell_pids_limit < 0:
+            raise SettingsError("O16N_SHELL_PIDS_LIMIT must be 0 (unlimited) or positive")
         if self.shell_acquire_timeout <= 0 or self.execution_timeout <= 0:
             raise SettingsError("timeouts must be positive")
         if self.realtime_batch_max_size < 1 or self.realtime_batch_max_wait < 0:

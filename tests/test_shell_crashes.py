@@ -3,18 +3,16 @@
 User code that segfaults, exits, loops forever, exhausts memory or forks a runaway child
 gets a clean JSON answer, the pool replaces the shell, the next request works and other
 requests are unaffected. Requests wait for a busy pool, then fail 503. Shells are reset
-between requests, isolated (0700 working directory, rlimits, optional OS user) and can be
-cancelled.
+between requests, isolated (0700 working directory, rlimits) and can be cancelled. Shells
+in cgroups and as another OS user: tests/test_containment.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 import resource
 import signal
-import stat
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,8 +22,7 @@ import aiohttp
 import pytest
 
 from common.errors import PoolExhausted, ShellCrashed
-from common.settings import SettingsError
-from computenode.limits import ShellLimits, resolve_user
+from computenode.limits import ShellLimits
 from computenode.pools import PoolConfig, ShellPool
 from computenode.shells.process import PYTHON, R, ShellProcess
 from tests.support import WebNode, start_compute_node, start_web_node, unique, wait_until
@@ -428,39 +425,6 @@ async def test_a_waiter_cancelled_after_its_wake_up_passes_the_shell_on(tmp_path
         await pool.release(held)
     finally:
         await pool.close()
-
-
-async def test_run_as_user_is_checked_and_applied(tmp_path: Path) -> None:
-    """Shells as `nobody`: the user is resolved at start, the working directory is handed to it.
-
-    On this machine the interpreter lives under /root (0700), so `nobody` cannot exec it:
-    the shell fails to start with a clear error instead of running as root.
-    """
-    assert os.geteuid() == 0, "the test suite runs as root, which running shells as another user needs"
-    with pytest.raises(SettingsError, match="no such user"):
-        resolve_user("no-such-user-o16n")
-    with pytest.raises(SettingsError, match="unprivileged"):
-        resolve_user("root")
-    nobody = pwd.getpwuid(65534).pw_name
-    pool = _pool(tmp_path, initial_size=0, limits=ShellLimits(run_as=resolve_user(nobody)))
-    try:
-        shell = await pool.acquire()
-    except ShellCrashed as exc:
-        assert "Permission denied" in exc.message, exc.message
-    else:
-        # An interpreter nobody may run: the shell really is nobody's.
-        header, _ = await shell.request({"op": "ping"}, timeout=10)
-        assert _uid(header["pid"]) == 65534 and shell.root.stat().st_uid == 65534
-        assert stat.S_IMODE(shell.root.stat().st_mode) == 0o700
-        await pool.release(shell)
-    finally:
-        await pool.close()
-
-
-def _uid(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        line = next(line for line in f if line.startswith("Uid:"))
-    return int(line.split()[1])
 
 
 # ---------------------------------------------------------------- helpers

@@ -1,9 +1,12 @@
 """A shell child process, seen from the compute node: a Popen-shaped lifecycle plus framed requests.
 
-Each shell runs in its own process group (signals reach its children too), with its
-resource limits and OS user (computenode/limits.py), in a private (0700) working directory,
-talks over a socketpair, and answers one request at a time. Shutdown escalates: close the
-socket (the child exits), wait, SIGTERM the group, wait, SIGKILL the group.
+Each shell runs in its own process group (signals reach its children too) and, where the
+node has cgroups, in its own cgroup (computenode/cgroups.py: a kill reaches every process
+it forked, also those that left the group with setsid), with its resource limits and OS
+user (computenode/limits.py), in a private (0700) working directory, talks over a
+socketpair, and answers one request at a time. Shutdown escalates: close the socket (the
+child exits), wait, SIGTERM the group, wait, SIGKILL the group (its cgroup), then remove
+the cgroup.
 
 `cancel()` is the cancellation primitive: SIGINT to the shell's group (KeyboardInterrupt
 in Python, an interrupt in R), and if the running request has not answered after a grace
@@ -17,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ShellCrashed, Timeout
+from computenode.cgroups import ShellCgroup
 from computenode.limits import ShellLimits
 from computenode.shells import protocol
 
@@ -38,9 +43,12 @@ class ShellSpec:
 
     runtime: str  # "python" | "r"
     module: str  # the child entry point, run with `python -m`
+    python: str = ""  # the interpreter (O16N_SHELL_PYTHON); empty: the compute node's own
 
-    def argv(self, fd: int, root: Path) -> list[str]:
-        return [sys.executable, "-m", self.module, str(fd), str(root)]
+    def argv(self, fd: int) -> list[str]:
+        """The command line; the shell starts in its working directory, whose path stays out of it
+        (a command line is world-readable in /proc)."""
+        return [self.python or sys.executable, "-m", self.module, str(fd)]
 
 
 PYTHON = ShellSpec("python", "computenode.shells.python_child")
@@ -53,7 +61,8 @@ class ShellProcess:
     def __init__(self, spec: ShellSpec, root: Path, limits: ShellLimits | None = None) -> None:
         self.spec = spec
         self.id = next(_ids)
-        self.root = root / f"{spec.runtime}-{os.getpid()}-{self.id}"
+        # Unguessable: shells of one run-as user cannot list the directory above and reach a sibling's.
+        self.root = root / f"{spec.runtime}-{os.getpid()}-{self.id}-{secrets.token_hex(8)}"
         self.limits = limits or ShellLimits()
         self.loaded_key: str | None = None
         self.uses = 0
@@ -65,6 +74,7 @@ class ShellProcess:
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled = False
+        self._cgroup: ShellCgroup | None = None
 
     @property
     def pid(self) -> int | None:
@@ -74,21 +84,26 @@ class ShellProcess:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # mkdir's mode is masked by the umask
         run_as = self.limits.run_as
-        user_args: dict[str, Any] = {}
+        env = None
         if run_as is not None:
             os.chown(self.root, run_as.uid, run_as.gid)
-            user_args = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+            env = {**os.environ, "HOME": str(self.root), "USER": run_as.user, "LOGNAME": run_as.user}
+        if self.limits.cgroups is not None:
+            self._cgroup = self.limits.cgroups.create(f"{self.spec.runtime}-{self.id}")
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                *self.spec.argv(child.fileno(), self.root),
+                *self.spec.argv(child.fileno()),
                 pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
                 cwd=str(self.root),
-                preexec_fn=self.limits.preexec(),
-                **user_args,
+                env=env,
+                preexec_fn=self.limits.preexec(self._cgroup),
             )
+        except BaseException:
+            self._remove_cgroup()
+            raise
         finally:
             child.close()
         self._reader, self._writer = await asyncio.open_unix_connection(sock=parent, limit=2**26)
@@ -160,6 +175,10 @@ class ShellProcess:
         return self.poll() is None
 
     def send_signal(self, signum: int) -> None:
+        """Signal the shell's process group; SIGKILL kills its whole cgroup when it has one."""
+        if signum == signal.SIGKILL and self._cgroup is not None:
+            self._cgroup.kill()
+            return
         if self._proc is None or self._proc.returncode is not None:
             return
         try:
@@ -204,14 +223,33 @@ class ShellProcess:
         if not await self._wait(1.0):
             self.send_signal(signal.SIGKILL)
             await self._wait(5.0)
-        # The process group may still hold runaway children, also once the shell itself is gone.
+        # The process group may still hold runaway children, also once the shell itself is gone;
+        # its cgroup also holds those that left the group (setsid).
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, signal.SIGKILL)
+        await self._empty_cgroup()
         return self._proc.returncode
+
+    async def _empty_cgroup(self) -> None:
+        """Kill everything left in the shell's cgroup and remove it (polling while its processes exit)."""
+        cgroup, self._cgroup = self._cgroup, None
+        if cgroup is None:
+            return
+        for _ in range(500):
+            if cgroup.try_remove():
+                return
+            await asyncio.sleep(0.01)
+        logger.warning("shell %s: its cgroup %s did not empty within 5 s", self.pid, cgroup.dirs[0])
+
+    def _remove_cgroup(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
 
     def cleanup(self) -> None:
         import shutil
 
+        self._remove_cgroup()
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from common import values
 from computenode.shells import protocol, workdir
-from computenode.shells.children import live_children
+from computenode.shells.children import keep_private, keep_socket_to_self, live_children
 
 Reply = tuple[dict[str, Any], list[bytes]]
 
@@ -521,10 +521,10 @@ def _rss_bytes() -> int:
 
 
 def main() -> None:
-    fd, root = int(sys.argv[1]), sys.argv[2]
-    os.makedirs(root, exist_ok=True)
-    os.chdir(root)
+    fd, root = int(sys.argv[1]), os.getcwd()  # started in its working directory (its path is not in argv)
+    keep_private()
     sock = socket.socket(fileno=fd)
+    keep_socket_to_self(sock)
     ri: Any = importlib.import_module("rpy2.rinterface")
     ri.initr()
     RShell(sock, root).serve()
