@@ -1,10 +1,11 @@
 """`make bench`: o16n against a floor measured in the same run; writes docs/benchmarks.md.
 
 Starts the floor (a bare aiohttp handler doing x + y), a one-box o16n (web node + compute node
-as separate processes), and MLflow's scoring server when installed in a bench-only environment
-(.venv-bench); runs closed-loop load with wrk at concurrency 1, 8 and 64, alternating targets
-round by round, and prints one markdown table (req/s, p50, p99, ratio to the floor).
-Loopback only; bounded in time (about 5 minutes).
+as separate processes), and, when installed in the bench-only environment .venv-bench, MLflow's
+scoring server and Jupyter Kernel Gateway serving the same x + y (tests/bench/competitors.py);
+runs closed-loop load with wrk at concurrency 1, 8 and 64, alternating targets round by round,
+and prints one markdown table (req/s, p50, p99, ratio to the floor), o16n's ratios to MLflow and
+Kernel Gateway, and issue #9's targets as met or not. Loopback only; about 5 minutes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.bench import load
+from tests.bench import competitors, load
 from tests.support import (
     ADMIN_PASSWORD,
     ROOT,
@@ -37,6 +38,15 @@ from tests.support import (
 
 ADD_BODY = '{"x":1,"y":2}'
 CONCURRENCY = (1, 8, 64)
+FLOOR = "floor: bare aiohttp x+y"
+PYTHON = "Python standard service"
+R = "R standard service"
+REALTIME = "realtime ONNX service"
+MLFLOW = "MLflow scoring server (pyfunc, 1 worker)"
+KG = "Jupyter Kernel Gateway (notebook-http)"
+COMPETITORS = {"MLflow scoring server": MLFLOW, "Jupyter Kernel Gateway": KG}
+# Sections of docs/benchmarks.md written by other commands (appended by hand), kept when the file is rewritten.
+KEPT_SECTIONS = ("## Memory growth",)
 
 
 @dataclass
@@ -136,7 +146,27 @@ async def session_create_times(http: aiohttp.ClientSession, url: str, token: str
     return times
 
 
-async def main(seconds: float, rounds: int, out: Path) -> None:
+async def start_field(
+    http: aiohttp.ClientSession,
+    work: Path,
+    targets: list[Target],
+    servers: list[competitors.Server],
+    missing: list[str],
+    notes: list[str],
+) -> None:
+    """MLflow's scoring server and Kernel Gateway as targets, or as "not installed" rows with a note."""
+    for kind, start in competitors.STARTERS.items():
+        try:
+            server = await start(http, work / kind.split()[0].lower())
+        except competitors.Unavailable as exc:
+            missing.append(COMPETITORS[kind])
+            notes.append(f"{kind}: {exc}")
+            continue
+        servers.append(server)
+        targets.append(Target(COMPETITORS[kind], server.base, [server.path], server.body, None))
+
+
+async def main(seconds: float, rounds: int, out: Path, note: str) -> None:
     if not load.available():
         sys.exit("wrk is not installed: `apt-get install wrk` (make bench does this)")
     work = Path(tempfile.mkdtemp(prefix="o16n-bench-"))
@@ -153,6 +183,9 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
     web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12")
     targets: list[Target] = []
     notes: list[str] = []
+    servers: list[competitors.Server] = []
+    missing: list[str] = []
+    load_before = os.getloadavg()
     try:
         async with aiohttp.ClientSession() as http:
 
@@ -163,18 +196,16 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
             await wait_until(floor_up, timeout=30, what="floor")
             token = await login(http, web.url)
             idle = {"web node": rss_mb(web.process.popen.pid), "compute node": rss_mb(compute.popen.pid)}
-            targets.append(
-                Target("floor: bare aiohttp x+y", f"http://127.0.0.1:{floor_port}", ["/add"], ADD_BODY, None)
-            )
+            targets.append(Target(FLOOR, f"http://127.0.0.1:{floor_port}", ["/add"], ADD_BODY, None))
             if await publish(http, web.url, token, "addpy", "Python", "result = x + y"):
-                targets.append(Target("Python standard service", web.url, ["/api/addpy/1.0"], ADD_BODY, token))
+                targets.append(Target(PYTHON, web.url, ["/api/addpy/1.0"], ADD_BODY, token))
             if await publish(http, web.url, token, "addr", "R", "result <- x + y"):
-                targets.append(Target("R standard service", web.url, ["/api/addr/1.0"], ADD_BODY, token))
+                targets.append(Target(R, web.url, ["/api/addr/1.0"], ADD_BODY, token))
             else:
                 notes.append("R standard service: not measured (R unavailable on this compute node)")
             realtime_body = await publish_realtime(http, web.url, token)
             if realtime_body:
-                targets.append(Target("realtime ONNX service", web.url, ["/api/clf/1.0"], realtime_body, token))
+                targets.append(Target(REALTIME, web.url, ["/api/clf/1.0"], realtime_body, token))
             else:
                 notes.append("realtime ONNX service: not measured (realtime publishing unavailable)")
             for runtime, code in (("Python", "result = x + y"), ("R", "result <- x + y")):
@@ -192,6 +223,7 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
                     targets.append(Target(f"session execute ({runtime})", web.url, paths, body, token, (1,)))
                 else:
                     notes.append(f"session execute ({runtime}): not measured (sessions unavailable)")
+            await start_field(http, work, targets, servers, missing, notes)
             login_body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD})
             targets.append(Target("login (bcrypt, 12 rounds)", web.url, ["/login"], login_body, None, (1, 8)))
 
@@ -220,36 +252,156 @@ async def main(seconds: float, rounds: int, out: Path) -> None:
             creates = {rt: await session_create_times(http, web.url, token, rt, 20) for rt in ("Python", "R")}
             shells = {pid: rss_mb(pid) for pid in children(compute.popen.pid)}
     finally:
+        for server in servers:
+            server.stop()
         web.process.stop()
         compute.stop()
         floor.terminate()
         floor.wait(10)
-    write_report(out, targets, creates, idle, shells, notes, seconds, rounds)
+    versions = [f"{s.name} {s.version}" for s in servers]
+    header = Header(seconds, rounds, note, versions, missing, (load_before[0], os.getloadavg()[0]))
+    write_report(out, header, targets, creates, idle, shells, notes)
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
 
 
+@dataclass
+class Header:
+    seconds: float
+    rounds: int
+    note: str
+    versions: list[str]
+    missing: list[str]
+    load: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Goal:
+    what: str
+    target: str | None
+    concurrency: int
+    measure: str  # "floor": ratio to the floor; "p50": p50 ms; a target name: ratio to that target
+    bound: float
+    at_most: bool = False
+
+
+GOALS = (
+    Goal("Python standard service ≥ 0.25 x floor req/s at c=8", PYTHON, 8, "floor", 0.25),
+    Goal("Python standard service p50 ≤ 1 ms at c=1", PYTHON, 1, "p50", 1.0, at_most=True),
+    Goal("Python standard service ≥ 3 x MLflow req/s at c=8", PYTHON, 8, MLFLOW, 3.0),
+    Goal("Python standard service ≥ 30 x Kernel Gateway req/s at c=8", PYTHON, 8, KG, 30.0),
+    Goal("R standard service ≥ 0.20 x floor req/s at c=8", R, 8, "floor", 0.20),
+    Goal("realtime ONNX service ≥ 0.30 x floor req/s at c=8", REALTIME, 8, "floor", 0.30),
+    Goal("session execute (Python) p50 ≤ 1.5 ms", "session execute (Python)", 1, "p50", 1.5, at_most=True),
+    Goal("session execute (R) p50 ≤ 2 ms", "session execute (R)", 1, "p50", 2.0, at_most=True),
+    Goal("session create (Python) p50 ≤ 20 ms", None, 0, "Python", 20.0, at_most=True),
+    Goal("session create (R) p50 ≤ 20 ms", None, 0, "R", 20.0, at_most=True),
+)
+
+
+def _rps(by_name: dict[str, Target], name: str, concurrency: int) -> float | None:
+    target = by_name.get(name)
+    if target is None or concurrency not in target.results:
+        return None
+    return _median([r.rps for r in target.results[concurrency]])
+
+
+def _measured(goal: Goal, by_name: dict[str, Target], creates: dict[str, list[float]]) -> float | None:
+    if goal.target is None:  # session create, from the sequential create + delete timings
+        times = creates.get(goal.measure)
+        return statistics.median(times) if times else None
+    if goal.measure == "p50":
+        target = by_name.get(goal.target)
+        if target is None or goal.concurrency not in target.results:
+            return None
+        return _median([r.p50_ms for r in target.results[goal.concurrency]])
+    ours = _rps(by_name, goal.target, goal.concurrency)
+    theirs = _rps(by_name, FLOOR if goal.measure == "floor" else goal.measure, goal.concurrency)
+    return ours / theirs if ours is not None and theirs else None
+
+
+def targets_section(targets: list[Target], creates: dict[str, list[float]]) -> list[str]:
+    by_name = {t.name: t for t in targets}
+    lines = [
+        "## Targets (issue #9, from this run's figures)",
+        "",
+        "| target | measured | met |",
+        "|---|---:|---|",
+    ]
+    for goal in GOALS:
+        value = _measured(goal, by_name, creates)
+        if value is None:
+            lines.append(f"| {goal.what} | not measured | - |")
+            continue
+        shown = f"{value:.2f} ms" if goal.at_most else f"{value:.2f} x"
+        met = value <= goal.bound if goal.at_most else value >= goal.bound
+        lines.append(f"| {goal.what} | {shown} | {'met' if met else 'not met'} |")
+    return lines
+
+
+def field_section(targets: list[Target]) -> list[str]:
+    by_name = {t.name: t for t in targets}
+    lines = [
+        "## o16n against MLflow and Kernel Gateway (req/s ratio, same run)",
+        "",
+        "| o16n target | concurrency | ratio to MLflow | ratio to Kernel Gateway |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in (PYTHON, R, REALTIME):
+        for c in CONCURRENCY:
+            ours = _rps(by_name, name, c)
+            if ours is None:
+                continue
+            cells = []
+            for other in (MLFLOW, KG):
+                theirs = _rps(by_name, other, c)
+                cells.append(f"{ours / theirs:.1f}" if theirs else "not measured")
+            lines.append(f"| {name} | {c} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
+def kept_sections(out: Path) -> list[str]:
+    """Sections other commands put in the file (KEPT_SECTIONS), from their heading to the end of the file."""
+    try:
+        text = out.read_text()
+    except OSError:
+        return []
+    starts = [text.find(f"\n{heading}") for heading in KEPT_SECTIONS]
+    found = [i for i in starts if i >= 0]
+    return ["", text[min(found) + 1 :].rstrip("\n")] if found else []
+
+
 def write_report(
     out: Path,
+    header: Header,
     targets: list[Target],
     creates: dict[str, list[float]],
     idle: dict[str, float],
     shells: dict[int, float],
     notes: list[str],
-    seconds: float,
-    rounds: int,
 ) -> None:
     floor = targets[0]
     floor_rps = {c: _median([r.rps for r in rs]) for c, rs in floor.results.items()}
+    field = ", ".join(header.versions) if header.versions else "none installed"
     lines = [
         "# Benchmarks",
         "",
         f"Measured by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-        f"all on loopback; wrk (1 thread) closed loop, {rounds} rounds of {seconds:g} s per target and "
-        "concurrency, targets alternating; figures are medians over rounds. Ratios are to the floor "
-        "(a bare aiohttp handler doing the same x + y) measured in the same run.",
+        f"all on loopback; wrk (1 thread) closed loop, {header.rounds} rounds of {header.seconds:g} s per target "
+        "and concurrency, targets alternating; figures are medians over rounds. Ratios are to the floor "
+        "(a bare aiohttp handler doing the same x + y) measured in the same run. "
+        f"Load average (1 min) {header.load[0]:.1f} before the run, {header.load[1]:.1f} after.",
+        "",
+        f"The field, from the bench-only virtualenv .venv-bench: {field}. MLflow serves a pyfunc model "
+        "(predict returns x + y) with `mlflow models serve --env-manager local`, which runs uvicorn with the "
+        "CLI's default of 1 worker; Kernel Gateway serves a notebook whose `# POST /add` cell prints x + y, with "
+        "its default of one kernel.",
+    ]
+    if header.note:
+        lines += ["", header.note]
+    lines += [
         "",
         "| target | concurrency | req/s | p50 ms | p99 ms | errors | ratio to floor |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -262,6 +414,9 @@ def write_report(
                 f"| {target.name} | {c} | {rps:,.0f} | {_median([r.p50_ms for r in results]):.2f} | "
                 f"{_median([r.p99_ms for r in results]):.2f} | {sum(r.errors for r in results)} | {ratio:.2f} |"
             )
+    for name in header.missing:
+        lines.append(f"| {name} | - | not installed | - | - | - | - |")
+    lines += ["", *targets_section(targets, creates), "", *field_section(targets)]
     lines += ["", "## Session create (from a warm pool, sequential, create + delete)", ""]
     for runtime, times in creates.items():
         if times:
@@ -277,6 +432,7 @@ def write_report(
         lines.append(f"- shell pid {pid}: {mb:.0f} MB")
     if notes:
         lines += ["", "## Not measured", ""] + [f"- {n}" for n in notes]
+    lines += kept_sections(out)
     lines.append("")
     text = "\n".join(lines)
     out.write_text(text)
@@ -288,5 +444,6 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--note", default="", help="a sentence for the header, e.g. that the machine was shared")
     args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.rounds, args.out))
+    asyncio.run(main(args.seconds, args.rounds, args.out, args.note))
