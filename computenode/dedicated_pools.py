@@ -14,11 +14,14 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from common.errors import InvalidInput, Unavailable
+from common.errors import InvalidInput, ServiceNotLoaded, Unavailable
 from common.pb import compute_pb2 as pb
 from common.pb import pools_pb2 as ppb
 from computenode.pools import PoolConfig, PoolFigures, Prepare, ShellPool
+from computenode.service_snapshots import staged
+from computenode.sessions import SnapshotCache
 from computenode.shells.process import ShellProcess, ShellSpec
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,24 @@ def load_header(definition: pb.ServiceDefinition) -> dict[str, object]:
             "output_files": list(definition.output_file_names),
         },
     }
+
+
+async def load_service(
+    shell: ShellProcess, definition: pb.ServiceDefinition, snapshots: SnapshotCache | None, timeout: float
+) -> dict[str, Any]:
+    """Load a service version into `shell`; the shell's reply header ("ok", "error", "console").
+
+    ServiceNotLoaded when the service's snapshot is not in the node's cache (`snapshots`).
+    """
+    header = load_header(definition)
+    try:
+        async with staged(shell, definition, snapshots) as snapshot:
+            if snapshot is not None:
+                header["snapshot"] = snapshot
+            reply, _ = await shell.request(header, timeout=timeout)
+    except InvalidInput as exc:  # a zip that is not this runtime's snapshot
+        return {"ok": False, "error": f"snapshot: {exc.message}", "console": ""}
+    return reply
 
 
 @dataclass
@@ -84,12 +105,19 @@ class DedicatedPools:
     """The dedicated pools of this node, by service id."""
 
     def __init__(
-        self, specs: dict[str, ShellSpec], configs: dict[str, PoolConfig], root: Path, *, load_timeout: float
+        self,
+        specs: dict[str, ShellSpec],
+        configs: dict[str, PoolConfig],
+        root: Path,
+        *,
+        load_timeout: float,
+        snapshots: SnapshotCache | None = None,
     ) -> None:
         self._specs = specs
         self._configs = configs
         self._root = root
         self._load_timeout = load_timeout
+        self.snapshots = snapshots  # services' snapshot zips (the node's snapshot cache)
         self._pools: dict[str, DedicatedPool] = {}
 
     def get(self, sid: str) -> DedicatedPool | None:
@@ -149,8 +177,12 @@ class DedicatedPools:
             if current is None:
                 return
             definition = current.definition
-            header, _ = await shell.request(load_header(definition), timeout=self._load_timeout)
-            # A failing initCode leaves the shell empty: the request that leases it reports the error.
+            try:
+                header = await load_service(shell, definition, self.snapshots, self._load_timeout)
+            except ServiceNotLoaded as exc:
+                header = {"ok": False, "error": exc.message}
+            # A failing initCode (or a snapshot no longer cached) leaves the shell empty: the request
+            # that leases it loads the service again and reports the error (or has the web node resend it).
             shell.loaded_key = definition.key if header.get("ok") else None
 
         return preload

@@ -103,13 +103,13 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     shells_root = (settings.data_dir / "shells").resolve()
     shells_root.mkdir(parents=True, exist_ok=True)
     limits = shell_limits(settings)
-    if limits.run_as is not None or settings.shell_python:
-        await check_shell_interpreter(settings.shell_python or sys.executable, limits.run_as, shells_root / "check")
+    if limits.other_user is not None or settings.shell_python:
+        await check_shell_interpreter(settings.shell_python or sys.executable, limits.other_user, shells_root / "check")
     python = dataclasses.replace(PYTHON, python=settings.shell_python)
     specs: dict[str, ShellSpec] = {"python": python}
     unavailable: dict[str, str] = {}
     if settings.r_enabled:
-        reason = await r_unavailable_reason(settings.shell_python, limits.run_as)
+        reason = await r_unavailable_reason(settings.shell_python, limits.other_user)
         if reason:
             unavailable["r"] = reason
             logger.warning("%s; serving Python only", reason)
@@ -138,20 +138,23 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     if port == 0:
         raise OSError(f"cannot bind the compute node to {settings.compute_host}:{settings.compute_port}")
     node_id = settings.node_id or f"{settings.compute_host}:{port}"
-    dedicated = DedicatedPools(
-        specs,
-        {name: _pool_config(settings, name, limits) for name in specs},
-        shells_root,
-        load_timeout=settings.execution_timeout,
-    )
-    registry = ServiceRegistry(pools, execution_timeout=settings.execution_timeout, dedicated=dedicated)
-    realtime = _realtime_models(settings, shells_root, python, limits)
     sessions = SessionRegistry(
         pools,
         root=(settings.data_dir / "sessions").resolve(),
         cache_dir=(settings.data_dir / "snapshot-cache").resolve(),
         cache_bytes=settings.snapshot_cache_bytes,
     )
+    dedicated = DedicatedPools(
+        specs,
+        {name: _pool_config(settings, name, limits) for name in specs},
+        shells_root,
+        load_timeout=settings.execution_timeout,
+        snapshots=sessions.cache,
+    )
+    registry = ServiceRegistry(
+        pools, execution_timeout=settings.execution_timeout, dedicated=dedicated, snapshots=sessions.cache
+    )
+    realtime = _realtime_models(settings, shells_root, python, limits)
     sessions.start()
     servicer = ComputeServicer(
         node_id=node_id,
@@ -171,7 +174,7 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
     for pool in pools.values():
         await pool.start()
     await realtime.start()
-    if limits.run_as is not None:
+    if limits.other_user is not None:
         seal_data_dir(settings.data_dir.resolve())
     await server.start()
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -4,6 +4,8 @@ A service version with a dedicated pool (computenode/dedicated_pools.py) runs on
 shells of that pool; every other one runs in the generic pool of its runtime. Either way
 the shell gets a fresh copy of the post-initCode namespace and its working directory back
 as it was after initCode (python_child.py), so nothing leaks between requests or users.
+A service with a snapshot is restored from the node's snapshot cache in each shell that
+loads it (computenode/service_snapshots.py); LoadService refuses one whose zip is not cached.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from common.errors import InvalidInput, ServiceNotLoaded, ShellCrashed, Unavailable
+from common.errors import InvalidInput, NotFound, ServiceNotLoaded, ShellCrashed, Unavailable
 from common.pb import compute_pb2 as pb
-from computenode.dedicated_pools import RUNTIME_NAMES, DedicatedPools, load_header, service_id
+from computenode.dedicated_pools import RUNTIME_NAMES, DedicatedPools, load_service, service_id
 from computenode.pools import ShellPool
+from computenode.sessions import SnapshotCache
 from computenode.shells.process import ShellProcess
 
 logger = logging.getLogger(__name__)
@@ -36,20 +39,23 @@ class LoadedService:
     definition: pb.ServiceDefinition
     runtime: str
 
-    def load_header(self) -> dict[str, object]:
-        return load_header(self.definition)
-
 
 class ServiceRegistry:
     """Definitions by key; executes them in a shell of the right pool."""
 
     def __init__(
-        self, pools: dict[str, ShellPool], *, execution_timeout: float, dedicated: DedicatedPools | None = None
+        self,
+        pools: dict[str, ShellPool],
+        *,
+        execution_timeout: float,
+        dedicated: DedicatedPools | None = None,
+        snapshots: SnapshotCache | None = None,
     ) -> None:
         self._pools = pools
         self._services: dict[str, LoadedService] = {}
         self._execution_timeout = execution_timeout
         self.dedicated = dedicated or DedicatedPools({}, {}, Path("."), load_timeout=execution_timeout)
+        self._snapshots = snapshots  # services' snapshot zips (the node's snapshot cache)
 
     def __len__(self) -> int:
         return len(self._services)
@@ -60,6 +66,11 @@ class ServiceRegistry:
             raise InvalidInput(f"unsupported runtime {definition.runtime}")
         if runtime not in self._pools:
             raise Unavailable(f"the {runtime} runtime is not available on this compute node")
+        if definition.snapshot_id and (self._snapshots is None or self._snapshots.path(definition.snapshot_id) is None):
+            raise NotFound(
+                f"snapshot {definition.snapshot_id} of service {definition.key} is not in this compute node's cache; "
+                "send it (CacheSnapshot) first"
+            )
         self._services[definition.key] = LoadedService(definition, runtime)
         self.dedicated.update_definition(definition)
 
@@ -101,7 +112,11 @@ class ServiceRegistry:
 
     async def _prepare(self, shell: ShellProcess, service: LoadedService) -> pb.ExecutionResult | None:
         shell.loaded_key = None
-        header, _ = await shell.request(service.load_header(), timeout=self._execution_timeout)
+        try:
+            header = await load_service(shell, service.definition, self._snapshots, self._execution_timeout)
+        except ServiceNotLoaded:
+            self.unload(service.definition.key)  # the web node sends the snapshot again, then the service
+            raise
         if not header.get("ok"):
             return pb.ExecutionResult(
                 success=False,

@@ -544,19 +544,3 @@ async def test_concurrent_first_requests_share_one_definition_load(
 
     statuses = await asyncio.gather(*(call(name) for _ in range(20)), *(call(missing) for _ in range(5)))
     assert statuses == [200] * 20 + [404] * 5
-
-
-async def test_a_snapshot_too_large_for_a_service_is_400(
-    server: WebNode, http: aiohttp.ClientSession, auth: dict[str, str]
-) -> None:
-    big = "open('big.bin', 'wb').write(__import__('os').urandom(25 << 20))"
-    snapshot = await _snapshot(http, server, auth, big, cleanup="__import__('os').remove('big.bin')")
-    try:
-        async with http.post(
-            f"{server.url}/services/{unique('big')}/1.0", json={**ADD, "snapshotId": snapshot}, headers=auth
-        ) as resp:
-            body = await expect_error(resp, 400, field="snapshotId")
-        assert "at most" in body["message"]
-    finally:
-        async with http.delete(f"{server.url}/snapshots/{snapshot}", headers=auth):
-            pass

@@ -31,6 +31,7 @@ from webnode.store.config import ConfigStore
 from webnode.store.db import open_database
 from webnode.store.migrations import migrate
 from webnode.store.services import ServiceStore
+from webnode.store.snapshots import SnapshotStore
 from webnode.store.users import UserStore
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
             client_key=settings.compute_tls_client_key,
             server_name=settings.compute_tls_server_name,
         ),
+        snapshots=SnapshotStore(app[db_key]),
     )
     await cluster.start(settings.compute_nodes)
     app[cluster_key] = cluster

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from common.pb import compute_pb2 as pb
 from webnode.coord.base import RESYNC, Coordinator
-from webnode.service_snapshots import prelude
 from webnode.store.services import Service, ServiceStore
 
 CHANNEL = "services"
@@ -25,19 +24,18 @@ class CachedService:
     definition: pb.ServiceDefinition
 
 
-def to_definition(service: Service, snapshot: bytes | None = None) -> pb.ServiceDefinition:
-    """What compute nodes run; a service's own snapshot is restored before its initCode."""
-    init_code = service.init_code
-    if snapshot is not None and service.runtime in ("Python", "R"):
-        init_code = prelude(service.runtime, snapshot) + init_code
+def to_definition(service: Service) -> pb.ServiceDefinition:
+    """What compute nodes run. A service's own snapshot travels by id: the cluster puts its zip in
+    a node's snapshot cache before loading the service there, and each shell restores it before initCode."""
     return pb.ServiceDefinition(
         key=service.key,
         runtime=_RUNTIMES.get(service.runtime, pb.RUNTIME_UNSPECIFIED),
         code=service.code,
-        init_code=init_code,
+        init_code=service.init_code,
         inputs=[pb.Parameter(name=p.name, type=p.type) for p in service.inputs],
         outputs=[pb.Parameter(name=p.name, type=p.type) for p in service.outputs],
         output_file_names=list(service.output_files),
+        snapshot_id=(service.snapshot_id or "") if service.runtime in ("Python", "R") else "",
     )
 
 
@@ -76,10 +74,7 @@ class ServiceCache:
     async def _load(self, name: str, version: str) -> CachedService:
         generation = self._generation
         service = await self.store.get(name, version)
-        snapshot = None
-        if service.snapshot_id and service.runtime in ("Python", "R"):
-            snapshot = await self.store.snapshot_content(service.snapshot_id)
-        entry = CachedService(service, to_definition(service, snapshot))
+        entry = CachedService(service, to_definition(service))
         if generation == self._generation:
             self._entries[(name, version)] = entry
         return entry

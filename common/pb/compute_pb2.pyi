@@ -25,7 +25,7 @@ class Parameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
 
 class ServiceDefinition(_message.Message):
-    __slots__ = ("key", "runtime", "code", "init_code", "inputs", "outputs", "output_file_names")
+    __slots__ = ("key", "runtime", "code", "init_code", "inputs", "outputs", "output_file_names", "snapshot_id")
     KEY_FIELD_NUMBER: _ClassVar[int]
     RUNTIME_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,7 @@ class ServiceDefinition(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FILE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_ID_FIELD_NUMBER: _ClassVar[int]
     key: str
     runtime: Runtime
     code: str
@@ -40,7 +41,8 @@ class ServiceDefinition(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[Parameter]
     outputs: _containers.RepeatedCompositeFieldContainer[Parameter]
     output_file_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, key: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., code: _Optional[str] = ..., init_code: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., output_file_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    snapshot_id: str
+    def __init__(self, key: _Optional[str] = ..., runtime: _Optional[_Union[Runtime, str]] = ..., code: _Optional[str] = ..., init_code: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., outputs: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., output_file_names: _Optional[_Iterable[str]] = ..., snapshot_id: _Optional[str] = ...) -> None: ...
 
 class ExecuteServiceRequest(_message.Message):
     __slots__ = ("service_key", "inputs_json")

@@ -3,8 +3,9 @@
 Run as `python -m computenode.shells.python_child <socket fd> <working dir>`. It answers
 framed requests (computenode/shells/protocol.py) one at a time:
 
-- `load`: prepare a service version: run its initCode once into a base namespace and
-  compile its code once;
+- `load`: prepare a service version: restore its snapshot, if any (objects into a base
+  namespace, then files into the working directory), run its initCode once into that
+  namespace and compile its code once;
 - `execute`: run the loaded service's code in a fresh copy of the base namespace with the
   inputs bound, and return outputs, console output, changed files and output files;
 - `unload`: drop the service and restore the working directory; `ping`.
@@ -101,6 +102,14 @@ class PythonShell:
             output_files=list(spec["output_files"]),
         )
         service.base = {"__name__": "__main__", "__builtins__": __builtins__}
+        snapshot = header.get("snapshot")
+        if snapshot:  # the service's own snapshot (computenode/service_snapshots.py): objects, then files
+            try:
+                if snapshot["image"]:
+                    service.base.update(_read_image(snapshot["image"]))
+                workdir.adopt(snapshot["files"], self.root)
+            except Exception as exc:
+                return {"ok": False, "error": f"snapshot: it cannot be restored: {exc}", "console": ""}, []
         console = io.StringIO()
         if spec.get("init_code"):
             ok, error = self._run(spec["init_code"], service.base, console, f"<initCode {spec['key']}>")
@@ -248,16 +257,10 @@ class PythonShell:
 
     def op_session_load(self, header: dict[str, Any], blobs: list[bytes]) -> tuple[dict[str, Any], list[bytes]]:
         """Merge the objects saved by `session_save` at `path` into the namespace."""
-        import pickle
-
-        import dill
-
         if self.session is None:
             return {"ok": False, "error": "no session is open in this shell"}, []
         try:
-            with open(str(header["path"]), "rb") as f:
-                image = pickle.load(f)
-            loaded = {name: dill.loads(blob) for name, blob in image.items()}
+            loaded = _read_image(str(header["path"]))
         except Exception as exc:
             return {"ok": False, "invalid": True, "error": f"the snapshot workspace cannot be loaded: {exc}"}, []
         self.session.update(loaded)
@@ -305,6 +308,17 @@ class _TeeConsole(io.StringIO):
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _read_image(path: str) -> dict[str, Any]:
+    """The objects of a workspace image written by `session_save` ({name: dill bytes}, pickled)."""
+    import pickle
+
+    import dill
+
+    with open(path, "rb") as f:
+        image = pickle.load(f)
+    return {name: dill.loads(blob) for name, blob in image.items()}
 
 
 def _object_names(namespace: dict[str, Any]) -> list[str]:

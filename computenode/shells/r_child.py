@@ -3,8 +3,9 @@
 Run as `python -m computenode.shells.r_child <socket fd> <working dir>`. It answers the same
 framed requests as computenode/shells/python_child.py, with the same reply headers and blobs:
 
-- `load`: parse the service's code once and run its initCode once into a base environment
-  (`new.env(parent = globalenv())`);
+- `load`: parse the service's code once, restore its snapshot, if any (workspace.RData into a
+  base environment `new.env(parent = globalenv())`, then files into the working directory),
+  and run its initCode once into that environment;
 - `execute`: evaluate the code in `new.env(parent = <base env>)` with the inputs bound, and
   return outputs (converted by declared type, computenode/shells/r_values.py), console
   output, changed files and output files;
@@ -132,7 +133,7 @@ local({
     has <- function(name) exists(name, envir = globalenv(), inherits = FALSE)
     save_objects <- function(names, file) save(list = names, envir = globalenv(), file = file)
     remove <- function(name) rm(list = name, envir = globalenv())
-    load_all <- function(file) invisible(load(file, envir = globalenv()))
+    load_all <- function(file, env = globalenv()) invisible(load(file, envir = env))
     put_object <- function(name, file) {
         e <- new.env()
         loaded <- tryCatch(load(file, envir = e), error = function(err) NULL)
@@ -253,6 +254,14 @@ class RShell:
             output_names=self.ri.StrSexpVector([p[0] for p in spec["outputs"]]),
         )
         self.console.clear()
+        snapshot = header.get("snapshot")
+        if snapshot:  # the service's own snapshot (computenode/service_snapshots.py): objects, then files
+            try:
+                if snapshot["image"]:
+                    self._session_r["load_all"](self.ri.StrSexpVector([snapshot["image"]]), service.base)
+                workdir.adopt(snapshot["files"], self.root)
+            except (self.ri.embedded.RRuntimeError, OSError) as exc:
+                return {"ok": False, "error": f"snapshot: it cannot be restored: {exc}", "console": ""}, []
         if spec.get("init_code"):
             init = self._parse(self.ri.StrSexpVector([spec["init_code"]]))
             if init.typeof == self.ri.RTYPES.STRSXP:

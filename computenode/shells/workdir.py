@@ -59,6 +59,14 @@ def restore(root: str, keep: Listing) -> None:
             shutil.rmtree(entry.path, ignore_errors=True)
 
 
+def adopt(source: str, root: str) -> None:
+    """Move every file below `source` to the same relative path below `root` (a snapshot's files)."""
+    for name in listing(source):
+        target = os.path.join(root, name)
+        os.makedirs(os.path.dirname(target) or root, exist_ok=True)
+        shutil.move(os.path.join(source, name), target)
+
+
 def service_reply(
     root: str,
     keep: Listing,

@@ -3,7 +3,8 @@
 The list lives in the store (`compute_nodes`); a change made on any web node is
 broadcast on the `computenodes` channel and every web node reloads it (with a periodic
 re-read as a safety net). Health checks run in the background; placement picks the
-healthy node with the fewest requests in flight.
+healthy node with the fewest requests in flight. A service carrying a snapshot is loaded on
+a node only after the node has the snapshot's zip cached (sent from the store if it lacks it).
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from dataclasses import dataclass
 
-from common.errors import AppError, PoolExhausted, ServiceNotLoaded, Unavailable
+import grpc
+
+from common.errors import AppError, PoolExhausted, ServiceNotLoaded, Unavailable, from_rpc_error
 from common.pb import compute_pb2 as pb
+from common.pb import sessions_pb2_grpc as spb_grpc
 from webnode.compute import uris
 from webnode.compute.channels import ChannelFactory
-from webnode.compute.client import NodeClient, NotDelivered
+from webnode.compute.client import NodeClient, NotDelivered, grpc_target
+from webnode.compute.snapshots import cache_snapshot
 from webnode.coord.base import Coordinator
 from webnode.store.config import ConfigStore
+from webnode.store.snapshots import SnapshotStore
 
 logger = logging.getLogger(__name__)
 COMPUTE_NODES = "compute_nodes"
@@ -44,6 +51,7 @@ class ComputeCluster:
         streams: int,
         reload_interval: float = 30.0,
         channels: ChannelFactory | None = None,
+        snapshots: SnapshotStore | None = None,
     ) -> None:
         self._config = config
         self._coordinator = coordinator
@@ -51,7 +59,10 @@ class ComputeCluster:
         self._streams = streams
         self._reload_interval = reload_interval
         self.channels = channels or ChannelFactory()  # open every channel to a compute node with this
+        self.snapshots = snapshots
         self.nodes: dict[str, NodeState] = {}
+        self._sessions: dict[str, tuple[grpc.aio.Channel, spb_grpc.SessionsStub]] = {}
+        self._caching: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_now = asyncio.Event()
 
@@ -77,6 +88,64 @@ class ComputeCluster:
                 await task
         await asyncio.gather(*(n.client.close() for n in self.nodes.values()), return_exceptions=True)
         self.nodes.clear()
+        await asyncio.gather(*(channel.close() for channel, _ in self._sessions.values()), return_exceptions=True)
+        self._sessions.clear()
+
+    def sessions_stub(self, uri: str) -> spb_grpc.SessionsStub:
+        """The Sessions service of a node (sessions, and the snapshot cache), one channel per node."""
+        entry = self._sessions.get(uri)
+        if entry is None:
+            channel = self.channels.open(
+                grpc_target(uri),
+                options=[
+                    ("grpc.max_receive_message_length", 64 << 20),
+                    ("grpc.max_send_message_length", 64 << 20),
+                    ("grpc.keepalive_time_ms", 10_000),
+                    ("grpc.keepalive_timeout_ms", 5_000),
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 1000),
+                ],
+            )
+            entry = self._sessions[uri] = (channel, spb_grpc.SessionsStub(channel))  # type: ignore[no-untyped-call]
+        return entry[1]
+
+    async def cache_snapshot(self, uri: str, snapshot_id: str, timeout: float) -> None:
+        """Make sure node `uri` has the snapshot cached (a service's own copy) before it loads the service.
+
+        NotDelivered when the node cannot be reached (another node may take the request).
+        """
+        # One transfer per node and snapshot, however many first requests arrive together.
+        key = (uri, snapshot_id)
+        task = self._caching.get(key)
+        if task is None:
+            task = self._caching[key] = asyncio.ensure_future(self._send_snapshot(uri, snapshot_id, timeout))
+            task.add_done_callback(lambda done: self._sent(key, done))
+        await asyncio.shield(task)
+
+    def _sent(self, key: tuple[str, str], done: asyncio.Future[None]) -> None:
+        if self._caching.get(key) is done:
+            del self._caching[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have been cancelled meanwhile
+
+    async def _send_snapshot(self, uri: str, snapshot_id: str, timeout: float) -> None:
+        if self.snapshots is None:
+            raise Unavailable("this web node cannot send snapshots to compute nodes")
+        started = time.monotonic()
+        try:
+            sent = await cache_snapshot(self.sessions_stub(uri), self.snapshots, snapshot_id, timeout)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                raise NotDelivered(f"the compute node is unavailable: {exc.details()}") from None
+            raise from_rpc_error(exc) from None
+        if sent:
+            logger.info("snapshot %s sent to %s in %.2f s", snapshot_id, uri, time.monotonic() - started)
+
+    async def load_service(self, client: NodeClient, definition: pb.ServiceDefinition, timeout: float) -> None:
+        """Load a service on a node, its snapshot (if any) sent to the node's cache first."""
+        if definition.snapshot_id:
+            await self.cache_snapshot(client.uri, definition.snapshot_id, timeout)
+        await client.load_service(definition)
 
     # ------------------------------------------------------------------ the list
     async def entries(self) -> list[str]:
@@ -152,11 +221,11 @@ class ComputeCluster:
             client = state.client
             try:
                 if definition.key not in client.loaded:
-                    await client.load_service(definition)
+                    await self.load_service(client, definition, timeout)
                 try:
                     return await client.execute_service(definition.key, inputs_json, timeout)
                 except ServiceNotLoaded:
-                    await client.load_service(definition)
+                    await self.load_service(client, definition, timeout)
                     return await client.execute_service(definition.key, inputs_json, timeout)
             except NotDelivered as exc:
                 # Never reached the node: safe to send to the next one.

@@ -6,7 +6,8 @@ node's pools and sets or deletes what differs (a patched definition, new sizes, 
 of a deleted service). So a compute node that joins the list later, or restarts and
 comes back empty, gets its pools within one interval, and the web nodes need not agree
 on who pushes. A change made through the API triggers a pass at once (on every web node,
-through the coordination channel).
+through the coordination channel). A service's snapshot is put in the node's cache before
+its pool is set there (the pool's shells restore it as they start).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from webnode.store.pools import ServicePool, ServicePoolStore
 logger = logging.getLogger(__name__)
 CHANNEL = "servicepools"
 RPC_DEADLINE = 30.0
+SNAPSHOT_DEADLINE = 600.0  # sending a service's snapshot (hundreds of MB) to a node's cache
 SUCCESS, PENDING, NOT_FOUND = "Success", "Pending", "NotFound"
 
 
@@ -135,6 +137,8 @@ class PoolSync:
                     or current.initial_size != want.pool.initial_size
                     or current.figures.max_size != want.pool.max_size
                 ):
+                    if want.definition.snapshot_id:  # the pool's shells restore it as they start
+                        await self._cluster.cache_snapshot(uri, want.definition.snapshot_id, SNAPSHOT_DEADLINE)
                     await stub.SetServicePool(
                         ppb.SetServicePoolRequest(
                             service=want.definition,
@@ -146,8 +150,8 @@ class PoolSync:
                     )
             for sid in have.keys() - wanted.keys():
                 await stub.DeleteServicePool(ppb.DeleteServicePoolRequest(service_id=sid), timeout=RPC_DEADLINE)
-        except grpc.RpcError as exc:
-            error: AppError = from_rpc_error(exc)
+        except (grpc.RpcError, AppError) as exc:
+            error = from_rpc_error(exc) if isinstance(exc, grpc.RpcError) else exc
             logger.debug("could not reconcile the dedicated pools of %s: %s", uri, error.message)
 
     async def _loop(self) -> None:

@@ -27,7 +27,7 @@ from common.errors import ERROR_CODE_KEY, AppError, Gone, Timeout, Unavailable, 
 from common.pb import compute_pb2 as pb
 from common.pb import sessions_pb2 as spb
 from common.pb import sessions_pb2_grpc as spb_grpc
-from webnode.compute.client import NotDelivered, grpc_target
+from webnode.compute.client import NotDelivered
 from webnode.compute.cluster import ComputeCluster
 from webnode.coord.base import RESYNC, Coordinator
 from webnode.store.sessions import SessionRecord, SessionStore
@@ -66,7 +66,6 @@ class SessionGateway:
         self._idle_timeout = idle_timeout
         self._sweep_interval = sweep_interval
         self.call_timeout = call_timeout
-        self._channels: dict[str, tuple[grpc.aio.Channel, spb_grpc.SessionsStub]] = {}
         self._records: dict[str, SessionRecord] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -79,9 +78,6 @@ class SessionGateway:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        for channel, _ in self._channels.values():
-            await channel.close()
-        self._channels.clear()
 
     def _on_message(self, message: str) -> None:
         if message == RESYNC:
@@ -90,21 +86,7 @@ class SessionGateway:
             self._records.pop(message, None)
 
     def stub(self, uri: str) -> spb_grpc.SessionsStub:
-        entry = self._channels.get(uri)
-        if entry is None:
-            channel = self._cluster.channels.open(
-                grpc_target(uri),
-                options=[
-                    ("grpc.max_receive_message_length", 64 << 20),
-                    ("grpc.max_send_message_length", 64 << 20),
-                    ("grpc.keepalive_time_ms", 10_000),
-                    ("grpc.keepalive_timeout_ms", 5_000),
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
-                ],
-            )
-            entry = self._channels[uri] = (channel, spb_grpc.SessionsStub(channel))  # type: ignore[no-untyped-call]
-        return entry[1]
+        return self._cluster.sessions_stub(uri)
 
     # ------------------------------------------------------------------ records
     async def find(self, session_id: str, owner: str) -> SessionRecord:

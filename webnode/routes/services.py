@@ -62,31 +62,32 @@ async def _publish(request: web.Request, name: str, version: str) -> Service:
         created_at=time.time(),
     )
     if body.snapshotId:
-        service = dataclasses.replace(service, snapshot_id=await _own_snapshot(request, body.snapshotId, name, version))
+        own = await _own_snapshot(request, body.snapshotId, name, version, service.runtime)
+        service = dataclasses.replace(service, snapshot_id=own)
     await cache.store.create(service)
     await cache.changed(name, version)
     return service
 
 
-async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, version: str) -> str | None:
+async def _own_snapshot(request: web.Request, snapshot_id: str, name: str, version: str, runtime: str) -> str | None:
     """Copy the caller's snapshot for the service to own: the client deletes the original right after.
 
     None for the snapshot of an empty session (Microsoft's client sends one with every publish
-    and with metadata-only redeploys): the service keeps the objects it has.
+    and with metadata-only redeploys): the service keeps the objects it has. Any size: compute
+    nodes receive the copy in chunks into their snapshot cache (webnode/compute/cluster.py).
     """
     snapshots = SnapshotStore(request.app[db_key])
     try:
         record = await snapshots.get(snapshot_id, owner=principal(request).username)
     except NotFound:
         raise InvalidInput(f"snapshot '{snapshot_id}' not found", field="snapshotId") from None
-    if record.content_size > service_snapshots.MAX_SIZE:
-        raise InvalidInput(
-            f"snapshot '{snapshot_id}' holds {record.content_size} bytes; a web service can carry at most "
-            f"{service_snapshots.MAX_SIZE} (keep large data out of the session, or load it in initCode)",
-            field="snapshotId",
-        )
     if record.content_size <= _SMALL and service_snapshots.is_empty(await snapshots.read_content(snapshot_id)):
         return None
+    if record.runtime != runtime:
+        raise InvalidInput(
+            f"snapshot '{snapshot_id}' was taken in a {record.runtime} session; a {runtime} web service cannot load it",
+            field="snapshotId",
+        )
     copy = await snapshots.copy_snapshot(
         snapshot_id, str(uuid.uuid4()), owner=f"{SERVICE_OWNER}{name}/{version}", name=f"{name}/{version}"
     )
@@ -170,7 +171,7 @@ async def patch_service(request: web.Request) -> web.Response:
     body = await read_model(request, PublishRequest, limit=request.app[settings_key].max_body_size)
     changes = _changes(current, body)
     if body.snapshotId:
-        own = await _own_snapshot(request, body.snapshotId, name, version)
+        own = await _own_snapshot(request, body.snapshotId, name, version, str(changes.get("runtime", current.runtime)))
         if own is not None:
             changes["snapshot_id"] = own
     updated = dataclasses.replace(current, **changes)  # type: ignore[arg-type]

@@ -6,55 +6,23 @@ one at a time, so a web node never holds a whole snapshot in memory.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from common.pb import sessions_pb2 as spb
 from webnode.auth.roles import Action, require
 from webnode.compute.sessions import SessionGateway
+from webnode.compute.snapshots import cache_snapshot, read_ahead
 from webnode.keys import db_key, principal
 from webnode.schemas import creation_time
 from webnode.store.sessions import SessionRecord
 from webnode.store.snapshots import SnapshotRecord, SnapshotStore
 
 routes = web.RouteTableDef()
-_AHEAD = 4  # chunks read ahead while the previous ones are written (bounded: ~4 MiB per transfer)
-
-
-async def read_ahead(source: AsyncIterator[bytes], depth: int = _AHEAD) -> AsyncIterator[bytes]:
-    """Iterate `source` in a task of its own, up to `depth` chunks ahead of the consumer.
-
-    Reading (from a compute node or the store) then overlaps writing (to the store, a compute
-    node or the client) instead of alternating with it.
-    """
-    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(depth)
-
-    async def fill() -> None:
-        try:
-            async for data in source:
-                await queue.put(data)
-            await queue.put(None)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            await queue.put(exc)
-
-    task = asyncio.get_running_loop().create_task(fill())
-    try:
-        while (item := await queue.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 async def save_from(
@@ -90,15 +58,7 @@ async def load_into(
     gateway: SessionGateway, snapshots: SnapshotStore, session: SessionRecord, snapshot: SnapshotRecord
 ) -> None:
     """Load a snapshot into a session; its node fetches the content only if not cached already."""
-    cached = await gateway.call(session, lambda s: s.HasSnapshot(spb.SnapshotRef(snapshot_id=snapshot.id), timeout=30))
-    if not cached.cached:
-
-        async def messages() -> AsyncIterator[spb.SnapshotChunk]:
-            yield spb.SnapshotChunk(snapshot_id=snapshot.id)
-            async for data in read_ahead(snapshots.chunks(snapshot)):
-                yield spb.SnapshotChunk(data=data)
-
-        await gateway.call(session, lambda s: s.CacheSnapshot(messages(), timeout=gateway.call_timeout))
+    await gateway.call(session, lambda s: cache_snapshot(s, snapshots, snapshot.id, gateway.call_timeout))
     request = spb.LoadSnapshotRequest(session_id=session.id, snapshot_id=snapshot.id)
     await gateway.call(session, lambda s: s.LoadSnapshot(request, timeout=gateway.call_timeout))
 

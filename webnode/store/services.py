@@ -10,7 +10,6 @@ import orjson
 
 from common.errors import Conflict, NotFound
 from webnode.store.db import Database, DuplicateKey, Row
-from webnode.store.snapshots import SnapshotStore
 
 
 @dataclass(frozen=True)
@@ -130,10 +129,6 @@ class ServiceStore:
                 f"SELECT {_COLUMNS} FROM services WHERE name=$1 ORDER BY created_at, version", name
             )
         return [_from_row(r) for r in rows]
-
-    async def snapshot_content(self, snapshot_id: str) -> bytes:
-        """The zip of a service's own snapshot copy."""
-        return await SnapshotStore(self._db).read_content(snapshot_id)
 
     async def delete(self, name: str, version: str) -> None:
         await self._db.execute("DELETE FROM services WHERE name=$1 AND version=$2", name, version)
