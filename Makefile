@@ -13,7 +13,7 @@ BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: bench-memory all run test install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
+.PHONY: bench-memory all run test shell-venv install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
 
 all: lint typecheck test
 
@@ -56,7 +56,12 @@ run: $(STAMP)
 services:
 	scripts/ensure-services.sh
 
-test: $(RSTAMP) $(MSCLIENT) services check-protos
+# A virtualenv `nobody` can run shells with (tests of O16N_SHELL_RUN_AS_USER / _UIDS): built once
+# under /var/cache/o16n-tests from /usr/bin/python3, the project copied in again when it changes.
+shell-venv: $(RSTAMP)
+	$(PY) -m tests.shell_venv
+
+test: $(RSTAMP) $(MSCLIENT) services check-protos shell-venv
 	scripts/install-slapd.sh
 	scripts/install-nginx.sh
 	$(PY) -m pytest $(PYTEST_ARGS)

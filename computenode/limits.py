@@ -57,9 +57,12 @@ class ShellLimits:
     open_files: int = 0
     run_as: RunAs | None = None
     cgroups: Cgroups | None = None  # the node's cgroups, when shells get their own
+    uids: UidRange | None = None  # a uid of its own for each shell (`run_as` is then set per shell)
 
     @classmethod
-    def from_settings(cls, memory_mb: int, cpu_seconds: int, open_files: int, run_as_user: str) -> ShellLimits:
+    def from_settings(
+        cls, memory_mb: int, cpu_seconds: int, open_files: int, run_as_user: str, run_as_uids: str = ""
+    ) -> ShellLimits:
         for name, value in (
             ("O16N_SHELL_MEMORY_LIMIT_MB", memory_mb),
             ("O16N_SHELL_CPU_LIMIT_SECONDS", cpu_seconds),
@@ -67,12 +70,22 @@ class ShellLimits:
         ):
             if value < 0:
                 raise SettingsError(f"{name} must be 0 (unlimited) or positive, got {value}")
+        if run_as_user and run_as_uids:
+            raise SettingsError("set O16N_SHELL_RUN_AS_USER or O16N_SHELL_RUN_AS_UIDS, not both")
         return cls(
             memory_bytes=memory_mb * 1024 * 1024,
             cpu_seconds=cpu_seconds,
             open_files=open_files,
             run_as=resolve_user(run_as_user) if run_as_user else None,
+            uids=UidRange.parse(run_as_uids) if run_as_uids else None,
         )
+
+    @property
+    def other_user(self) -> RunAs | None:
+        """A user the shells run as, when not the node's own (what the start-up checks run as)."""
+        if self.run_as is None and self.uids is not None:
+            return self.uids.sample()
+        return self.run_as
 
     def rlimits(self) -> list[tuple[int, int]]:
         """(resource, limit) pairs to set; soft and hard limits are both set to `limit`."""
@@ -141,8 +154,68 @@ def shell_limits(settings: ComputeNodeSettings, cgroups: Cgroups | None = None) 
         settings.shell_cpu_limit_seconds,
         settings.shell_open_files_limit,
         settings.shell_run_as_user,
+        settings.shell_run_as_uids,
     )
     return dataclasses.replace(limits, cgroups=cgroups)
+
+
+class UidRange:
+    """O16N_SHELL_RUN_AS_UIDS: each live shell runs as a uid of its own (gid the same number).
+
+    Shells then cannot read each other's working directories even knowing the path, nor
+    signal or trace each other. A uid is taken when a shell starts and given back once the
+    shell is gone and its directory removed; a uid with a process still running (left
+    behind without cgroups) is not handed out again.
+    """
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+        self._used: set[int] = set()
+
+    @classmethod
+    def parse(cls, text: str) -> UidRange:
+        first, sep, last = text.partition("-")
+        if not (sep and first.strip().isdigit() and last.strip().isdigit()):
+            raise SettingsError(f"O16N_SHELL_RUN_AS_UIDS must be FIRST-LAST (e.g. 200000-200999), got {text!r}")
+        low, high = int(first), int(last)
+        if low < 1000 or high < low:
+            raise SettingsError(f"O16N_SHELL_RUN_AS_UIDS: {text!r} must be a range of uids from 1000 up, FIRST <= LAST")
+        return cls(low, high)
+
+    def sample(self) -> RunAs:
+        return self._run_as(self.first)
+
+    def take(self) -> RunAs:
+        busy = self._used | _uids_running()
+        for uid in range(self.first, self.last + 1):
+            if uid not in busy:
+                self._used.add(uid)
+                return self._run_as(uid)
+        raise OSError(f"no free uid in O16N_SHELL_RUN_AS_UIDS ({self.first}-{self.last}): more shells than uids")
+
+    def give_back(self, run_as: RunAs) -> None:
+        self._used.discard(run_as.uid)
+
+    @staticmethod
+    def _run_as(uid: int) -> RunAs:
+        return RunAs(user=f"o16n-shell-{uid}", uid=uid, gid=uid)
+
+
+def _uids_running() -> set[int]:
+    """The real uids of every process on the host (from /proc/<pid>/status: shells are non-dumpable,
+    so the owner of /proc/<pid> says root)."""
+    found: set[int] = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Uid:"):
+                            found.add(int(line.split()[1]))
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
 
 
 def resolve_user(name: str) -> RunAs:
@@ -198,6 +271,21 @@ async def check_shell_interpreter(python: str, run_as: RunAs | None, workdir: Pa
             f"{lines[-1] if lines else f'exit code {proc.returncode}'}; use an interpreter that user can execute, "
             "with o16n installed (pip install /path/to/o16n), and a data directory (O16N_DATA_DIR) it can reach"
         )
+
+
+def hand_over(run_as: RunAs | None, path: Path) -> None:
+    """Give what the node wrote into a shell's working directory (uploads, a restored snapshot) to the shell's user.
+
+    `path` and, for a directory, everything below it; symbolic links are changed themselves,
+    never followed (the shell's user can make links there).
+    """
+    if run_as is None:
+        return
+    os.lchown(path, run_as.uid, run_as.gid)
+    if path.is_dir() and not path.is_symlink():
+        for directory, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.lchown(os.path.join(directory, name), run_as.uid, run_as.gid)
 
 
 def seal_data_dir(data_dir: Path, open_to: tuple[str, ...] = ("shells", "sessions")) -> None:

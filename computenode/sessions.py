@@ -40,6 +40,7 @@ from common.errors import (
     Unavailable,
 )
 from common.pb import compute_pb2 as pb
+from computenode.limits import hand_over
 from computenode.pools import ShellPool
 from computenode.shells import workdir
 from computenode.shells.process import ShellProcess
@@ -314,6 +315,10 @@ class SessionRegistry:
             raise NotFound(f"file '{name}' not found in the session's working directory")
         return path
 
+    def hand_over(self, session_id: str, path: Path) -> None:
+        """A file the node wrote into the session's working directory now belongs to the shell's user."""
+        hand_over(self.get(session_id).shell.limits.run_as, path)
+
     def upload_path(self, session_id: str) -> Path:
         session = self.get(session_id)
         return session.home / f"upload-{time.monotonic_ns()}.part"
@@ -347,6 +352,7 @@ class SessionRegistry:
         async with self._exclusive(session_id) as session:
             image = session.home / ("load-" + IMAGE_NAMES[session.runtime])
             await asyncio.to_thread(_extract_zip, zip_path, session.runtime, image, session.workdir)
+            await asyncio.to_thread(hand_over, session.shell.limits.run_as, session.workdir)
             try:
                 if image.exists():
                     await self._request(session, {"op": "session_load", "path": str(image)})

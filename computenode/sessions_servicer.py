@@ -174,6 +174,7 @@ class SessionsServicer(spb_grpc.SessionsServicer):
 
         size = await _receive_to(part, first.data, rest())
         await asyncio.to_thread(os.replace, part, target)
+        await asyncio.to_thread(self._registry.hand_over, first.session_id, target)
         return spb.UploadReply(size=size)
 
     async def DeleteFile(self, request: spb.ItemRef, context: grpc.aio.ServicerContext) -> spb.Empty:

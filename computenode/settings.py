@@ -45,6 +45,13 @@ class ComputeNodeSettings:
         "The user must be able to run O16N_SHELL_PYTHON and reach O16N_DATA_DIR (checked at start); the data "
         "directory is then left traversable only, all in it but the shells' and sessions' directories private.",
     )
+    shell_run_as_uids: str = setting(
+        "",
+        "FIRST-LAST (e.g. 200000-200999): run each shell as a uid of its own from this range (gid the same "
+        "number; no accounts needed; the compute node must run as root), so shells cannot read each other's files "
+        "or signal each other. The range must hold more uids than shells alive at once. Not with "
+        "O16N_SHELL_RUN_AS_USER; the same O16N_SHELL_PYTHON and data directory checks apply.",
+    )
     shell_python: str = setting(
         "",
         "Interpreter the shells run (python -m computenode.shells....); it must import o16n, numpy, pandas and dill "

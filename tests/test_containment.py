@@ -10,7 +10,8 @@ run, built by tests/shell_venv.py): a node refuses to start when the user cannot
 interpreter or reach the data directory; otherwise Python and R services and sessions run
 with uid 65534 and cannot find another shell's working directory (its name is unguessable,
 shells/ cannot be listed, /proc/<pid>/cwd of a non-dumpable shell is root's), nor read the
-data directory or the snapshot cache.
+data directory or the snapshot cache. With O16N_SHELL_RUN_AS_UIDS each shell has a uid of
+its own: a shell cannot read another's directory or signal it even knowing its path and pid.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pytest
 
 from common.settings import SettingsError
 from computenode.cgroups import PARENT_PREFIX, Cgroups, own_cgroups
-from computenode.limits import ShellLimits, resolve_user
+from computenode.limits import ShellLimits, UidRange, resolve_user
 from computenode.pools import PoolConfig, ShellPool
 from computenode.shells.process import PYTHON, ShellProcess, ShellSpec
 from tests.shell_venv import shell_python
@@ -323,11 +324,101 @@ uid = os.getuid()
         status, body = await call(http, node, headers, name, {"paths": "\n".join(paths)})
         assert status == 200 and body["success"], body
         assert body["outputParameters"] == {"results": ["denied"] * len(paths) + ["readable"], "uid": NOBODY}
-        # The session's workspace is saved by its shell, as nobody, into its home: snapshots work.
+        # Snapshots work: the shell saves its workspace, as nobody, into its home; a session started
+        # from the snapshot, and a file uploaded into it, are nobody's: the shell can rewrite them.
+        await execute(http, node, headers, sid, "kept = 41", [])
         async with http.post(f"{node.url}/sessions/{sid}/snapshot", json={"name": None}, headers=headers) as resp:
             assert resp.status == 201, await resp.text()
+            snapshot = (await resp.json())["snapshotId"]
         async with http.delete(f"{node.url}/sessions/{sid}", headers=headers) as resp:
             assert resp.status == 200
+        async with http.post(
+            f"{node.url}/sessions", json={"runtimeType": "Python", "snapshotId": snapshot}, headers=headers
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            restored = str((await resp.json())["sessionId"])
+        form = aiohttp.FormData()
+        form.add_field("file", b"uploaded", filename="up.txt", content_type="application/octet-stream")
+        async with http.post(f"{node.url}/sessions/{restored}/files", data=form, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+        rewrite = "for n in ('secret.txt', 'up.txt'):\n    open(n, 'a').write('!')\nkept += 1\nuid = os.getuid()"
+        out = await execute(http, node, headers, restored, "import os\n" + rewrite, ["kept", "uid"])
+        assert out == {"kept": 42, "uid": NOBODY}
+        async with http.delete(f"{node.url}/sessions/{restored}", headers=headers) as resp:
+            assert resp.status == 200
+
+
+UIDS = (200100, 200119)
+
+
+@pytest.fixture(scope="module")
+async def per_shell_uids(venv_python: str, reachable_dir: Path) -> AsyncIterator[WebNode]:
+    compute, uri = await start_compute_node(
+        reachable_dir / "compute-uids",
+        O16N_SHELL_RUN_AS_UIDS=f"{UIDS[0]}-{UIDS[1]}",
+        O16N_SHELL_PYTHON=venv_python,
+        O16N_R_ENABLED="false",
+        O16N_PYTHON_POOL_INITIAL_SIZE="2",
+        O16N_PYTHON_POOL_MAX_SIZE="3",
+    )
+    web = await start_web_node(reachable_dir / "web-uids", [uri])
+    yield web
+    web.process.stop()
+    compute.stop()
+
+
+async def test_shells_with_uids_of_their_own_cannot_reach_each_other(per_shell_uids: WebNode) -> None:
+    """O16N_SHELL_RUN_AS_UIDS: even knowing the path and pid, a shell cannot read or signal another."""
+    node = per_shell_uids
+    probe = """import os, signal
+def attempt(action):
+    try:
+        action()
+        return 'done'
+    except PermissionError:
+        return 'denied'
+results = [
+    attempt(lambda: os.listdir(workdir)),
+    attempt(lambda: open(os.path.join(workdir, 'secret.txt')).read()),
+    attempt(lambda: os.kill(pid, signal.SIGTERM)),
+]
+uid = os.getuid()
+"""
+    async with aiohttp.ClientSession() as http:
+        headers = await node.headers(http)
+        sid = await new_session(http, node, headers, "Python")
+        code = "import os\nopen('secret.txt', 'w').write('s')\ncwd = os.getcwd()\npid = os.getpid()\nuid = os.getuid()"
+        other = await execute(http, node, headers, sid, code, ["cwd", "pid", "uid"])
+        assert UIDS[0] <= other["uid"] <= UIDS[1]
+        assert Path(other["cwd"]).stat().st_uid == other["uid"]
+        name = await publish(
+            http,
+            node,
+            headers,
+            service(probe, {"results": "vector", "uid": "integer"}, {"workdir": "character", "pid": "integer"}),
+        )
+        status, body = await call(http, node, headers, name, {"workdir": other["cwd"], "pid": other["pid"]})
+        assert status == 200 and body["success"], body
+        out = body["outputParameters"]
+        assert out["results"] == ["denied", "denied", "denied"], out
+        assert UIDS[0] <= out["uid"] <= UIDS[1] and out["uid"] != other["uid"]
+        # The session still works: nothing reached it.
+        assert await execute(http, node, headers, sid, "x = open('secret.txt').read()", ["x"]) == {"x": "s"}
+
+
+def test_uid_range_settings_are_checked() -> None:
+    for text in ("", "200000", "5-10", "200010-200000", "a-b"):
+        with pytest.raises(SettingsError, match="O16N_SHELL_RUN_AS_UIDS"):
+            UidRange.parse(text)
+    with pytest.raises(SettingsError, match="not both"):
+        ShellLimits.from_settings(0, 0, 0, "nobody", "200000-200010")
+    uids = UidRange.parse("200000-200001")
+    first, second = uids.take(), uids.take()
+    assert (first.uid, second.uid) == (200000, 200001)
+    with pytest.raises(OSError, match="no free uid"):
+        uids.take()
+    uids.give_back(first)
+    assert uids.take().uid == 200000
 
 
 async def test_r_shells_run_as_nobody(as_nobody: tuple[WebNode, Path]) -> None:

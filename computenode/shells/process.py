@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -83,6 +84,8 @@ class ShellProcess:
     async def start(self, timeout: float) -> None:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)  # mkdir's mode is masked by the umask
+        if self.limits.uids is not None and self.limits.run_as is None:
+            self.limits = dataclasses.replace(self.limits, run_as=self.limits.uids.take())
         run_as = self.limits.run_as
         env = None
         if run_as is not None:
@@ -251,6 +254,8 @@ class ShellProcess:
 
         self._remove_cgroup()
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.limits.uids is not None and self.limits.run_as is not None:
+            self.limits.uids.give_back(self.limits.run_as)  # its directory is gone: the uid may serve another shell
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
