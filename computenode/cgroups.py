@@ -11,12 +11,13 @@ file system is writable (the compute node runs as root), each shell gets its own
   be enabled): `pids.max` caps its processes and threads (`O16N_SHELL_PIDS_LIMIT`), so a
   fork bomb fails with EAGAIN inside the shell instead of exhausting the machine.
 
-Shell cgroups live under a per-node parent, `o16n-node-<pid>`, made beside the compute
+Shell cgroups live under a per-node parent, `o16n-node-<pid namespace>-<pid>`, made beside the compute
 node's own cgroup in each hierarchy (so the host's accounting still covers the shells). A
 shell joins its cgroups in the forked child before exec (computenode/limits.py). Killing a
 shell kills its cgroup; when the shell is gone its cgroup is removed, and the parent when
 the node stops. Parents left by a node that died (its pid no longer runs) are emptied and
-removed at start. Without a writable cgroup file system the node logs why and falls back
+removed at start: so a node that was killed takes the processes its shells left with it,
+at the latest when a node starts again. Without a writable cgroup file system the node logs why and falls back
 to process groups.
 """
 
@@ -113,7 +114,7 @@ class Cgroups:
         if v2_root is None:
             _unavailable("no cgroup v2 hierarchy is mounted", pids_limit)
             return None
-        name = f"{PARENT_PREFIX}{os.getpid()}"
+        name = parent_name(os.getpid())
         try:
             _remove_stale(v2_root)
             v2 = v2_root / name
@@ -193,10 +194,23 @@ def own_cgroups(mounts: str = "/proc/self/mounts", own: str = "/proc/self/cgroup
     )
 
 
+def parent_name(pid: int) -> str:
+    """The per-node parent's name: the node's pid, qualified by its pid namespace (a cgroup file
+    system may be shared by containers, whose pids mean nothing here)."""
+    return f"{PARENT_PREFIX}{_pid_namespace()}-{pid}"
+
+
+def _pid_namespace() -> str:
+    try:
+        return "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit()) or "0"
+    except OSError:
+        return "0"
+
+
 def _remove_stale(root: Path) -> None:
-    """Empty and remove parents left by compute nodes that died (their pid no longer runs)."""
-    for parent in root.glob(f"{PARENT_PREFIX}*"):
-        pid = parent.name.removeprefix(PARENT_PREFIX)
+    """Empty and remove parents left by compute nodes of this pid namespace that died (their pid no longer runs)."""
+    for parent in root.glob(f"{PARENT_PREFIX}{_pid_namespace()}-*"):
+        pid = parent.name.rsplit("-", 1)[1]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             logger.warning("removing cgroup %s left by a compute node that is gone", parent)
             _remove_tree(parent)

@@ -3,7 +3,8 @@
 Cgroups (O16N_SHELL_CGROUP=auto, the default): a process that user code moved out of the
 shell's process group (setsid) and forked is still killed with its shell, whether the shell
 is recycled or crashes; a fork bomb stops at pids.max (O16N_SHELL_PIDS_LIMIT) with a clean
-error, and the node keeps serving.
+error, and the node keeps serving; what the shells of a SIGKILLed node left running is killed
+by the next node to start.
 
 Shells as `nobody` (O16N_SHELL_RUN_AS_USER, with O16N_SHELL_PYTHON a virtualenv nobody can
 run, built by tests/shell_venv.py): a node refuses to start when the user cannot run the
@@ -17,6 +18,7 @@ its own: a shell cannot read another's directory or signal it even knowing its p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -31,7 +33,7 @@ import aiohttp
 import pytest
 
 from common.settings import SettingsError
-from computenode.cgroups import PARENT_PREFIX, Cgroups, own_cgroups
+from computenode.cgroups import Cgroups, own_cgroups, parent_name
 from computenode.limits import ShellLimits, UidRange, resolve_user
 from computenode.pools import PoolConfig, ShellPool
 from computenode.shells.process import PYTHON, ShellProcess, ShellSpec
@@ -113,7 +115,7 @@ async def contained(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[t
 def _node_cgroup(compute: Process) -> Path:
     v2, _ = own_cgroups()
     assert v2 is not None
-    return v2 / f"{PARENT_PREFIX}{compute.popen.pid}"
+    return v2 / parent_name(compute.popen.pid)
 
 
 def _processes_per_shell(compute: Process) -> list[int]:
@@ -188,6 +190,39 @@ while True:
             timeout=30,
             what="the bomb's processes to be killed",
         )
+
+
+async def test_the_next_node_kills_what_the_shells_of_a_killed_node_left(tmp_path: Path) -> None:
+    """A compute node killed mid-request leaves its shell and an escaped grandchild running; the next
+    node to start on the machine empties and removes the dead node's cgroups."""
+    report = tmp_path / "grandchild"
+    code = ESCAPE + "with open(report + '.ready', 'w'):\n    pass\ntime.sleep(120)\n"
+    first, uri = await start_compute_node(tmp_path / "first", O16N_R_ENABLED="false")
+    web = await start_web_node(tmp_path / "web", [uri])
+    second = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            headers = await web.headers(http)
+            name = await publish(http, web, headers, service(code, {}, {"report": "character"}))
+            request = asyncio.get_running_loop().create_task(call(http, web, headers, name, {"report": str(report)}))
+            await wait_until(
+                lambda: _async(Path(f"{report}.ready").exists()), timeout=30, what="the grandchild to start"
+            )
+            grandchild = int(report.read_text().split()[0])
+            dead_parent = _node_cgroup(first)
+            first.kill()  # SIGKILL: no clean-up; its shells (own sessions) and the grandchild live on
+            assert not await _gone(grandchild) and dead_parent.exists()
+            second, _ = await start_compute_node(tmp_path / "second", O16N_R_ENABLED="false")
+            await wait_until(lambda: _gone(grandchild), timeout=10, what="the orphaned grandchild to be killed")
+            assert not dead_parent.exists()
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
+                await request  # the web node answers the lost request with an error, if it has not yet
+    finally:
+        web.process.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 async def test_killing_a_shell_empties_and_removes_its_cgroup(tmp_path: Path) -> None:
