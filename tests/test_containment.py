@@ -246,6 +246,33 @@ async def test_killing_a_shell_empties_and_removes_its_cgroup(tmp_path: Path) ->
     assert not cgroups.v2.exists()
 
 
+async def test_without_a_writable_cgroup_file_system_the_node_falls_back_to_process_groups(venv_python: str) -> None:
+    """As an unprivileged user (nobody) the cgroup file system is read-only: a log line, no cgroups,
+    and a pids limit, which cannot be kept, is a start-up error."""
+    script = (
+        "import logging, sys\n"
+        "from common.settings import SettingsError\n"
+        "from computenode.cgroups import Cgroups\n"
+        "logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
+        "print('cgroups:', Cgroups.setup('auto', 0))\n"
+        "try:\n    Cgroups.setup('auto', 10)\nexcept SettingsError as exc:\n    print('refused:', exc)\n"
+    )
+    nobody = ShellLimits(run_as=resolve_user("nobody"))
+    proc = await asyncio.create_subprocess_exec(
+        venv_python,
+        "-c",
+        script,
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=nobody.preexec(),
+    )
+    out = (await proc.communicate())[0].decode()
+    assert proc.returncode == 0, out
+    assert "WARNING cannot create cgroups under" in out and "contained by process group only" in out, out
+    assert "cgroups: None" in out and "refused: O16N_SHELL_PIDS_LIMIT needs cgroups" in out, out
+
+
 def test_a_pids_limit_needs_cgroups() -> None:
     with pytest.raises(SettingsError, match="O16N_SHELL_PIDS_LIMIT needs O16N_SHELL_CGROUP=auto"):
         Cgroups.setup("off", 10)
