@@ -175,7 +175,6 @@ class RShell:
         callbacks: Any = importlib.import_module("rpy2.rinterface_lib.callbacks")
         self.ri = ri
         self.rlib: Any = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib
-        self.r_values = r_values
         self.sock = sock
         self.root = root
         self.service: LoadedService | None = None
@@ -195,7 +194,7 @@ class RShell:
         self._new_env = ri.baseenv["new.env"]
         self._session_r = ri.evalr(_R_SESSION)
         self.session_open = False
-        r_values.setup()
+        self.r_values = r_values.RValues()
         signal.signal(signal.SIGINT, self._on_sigint)
 
     def _write(self, text: str) -> None:

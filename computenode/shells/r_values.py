@@ -6,8 +6,8 @@ Conversion is column-wise into rpy2's low-level vectors: numbers through a memor
 strings joined into one string and split by R (one C call instead of one per element).
 Factors come back as their labels, Date as "YYYY-MM-DD", POSIXct as an ISO time in UTC.
 
-Only imported inside an R shell child: importing it initializes nothing, but its
-functions need R running (`setup()` once, after rpy2's `initr`).
+Only imported inside an R shell child: importing it initializes nothing; `RValues()` needs
+R running (one per shell, made after rpy2's `initr`).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ local({
 """
 
 
-class _Helpers:
-    """R functions used by the converters, built once per shell."""
+class RValues:
+    """The converters, with the R functions they use (built once per shell, once R runs)."""
 
     def __init__(self) -> None:
         env = ri.evalr(_R_HELPERS)
@@ -57,65 +57,234 @@ class _Helpers:
         self.na_real = float(ri.NA_Real)
         self.rlib = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib  # a NaN whose payload R reads as NA
 
-
-_helpers: list[_Helpers] = []  # filled by setup(); one R per process
-
-
-def setup() -> None:
-    if not _helpers:
-        _helpers.append(_Helpers())
-
-
-def _h() -> _Helpers:
-    if not _helpers:
-        setup()
-    return _helpers[0]
-
-
-# ---------------------------------------------------------------- JSON -> R
-
-
-def to_r(type_name: str, value: Any) -> Any:
-    """The R value (an rpy2 Sexp) a service's code receives for decoded JSON `value`."""
-    problem = check_json(type_name, value)
-    if problem:
-        raise ValueError_(problem)
-    if type_name == "logical":
-        return ri.BoolSexpVector([ri.NA_Logical if value is None else value])
-    if type_name == "numeric":
-        return ri.FloatSexpVector([ri.NA_Real if value is None else float(value)])
-    if type_name == "integer":
+    def to_r(self, type_name: str, value: Any) -> Any:
+        """The R value (an rpy2 Sexp) a service's code receives for decoded JSON `value`."""
+        problem = check_json(type_name, value)
+        if problem:
+            raise ValueError_(problem)
+        if type_name == "logical":
+            return ri.BoolSexpVector([ri.NA_Logical if value is None else value])
+        if type_name == "numeric":
+            return ri.FloatSexpVector([ri.NA_Real if value is None else float(value)])
+        if type_name == "integer":
+            if value is None:
+                return ri.IntSexpVector([ri.NA_Integer])
+            number = int(value)
+            if abs(number) > INT_MAX:
+                raise ValueError_(f"{number} is outside R's integer range (±{INT_MAX})")
+            return ri.IntSexpVector([number])
+        if type_name == "character":
+            return ri.StrSexpVector([ri.NA_Character if value is None else value])
         if value is None:
-            return ri.IntSexpVector([ri.NA_Integer])
-        number = int(value)
-        if abs(number) > INT_MAX:
-            raise ValueError_(f"{number} is outside R's integer range (±{INT_MAX})")
-        return ri.IntSexpVector([number])
-    if type_name == "character":
-        return ri.StrSexpVector([ri.NA_Character if value is None else value])
-    if value is None:
-        return ri.NULL
-    if type_name == "vector":
-        return atomic(value)
-    if type_name == "matrix":
-        return _matrix(value)
-    return _data_frame(value)
+            return ri.NULL
+        if type_name == "vector":
+            return self.atomic(value)
+        if type_name == "matrix":
+            return self._matrix(value)
+        return self._data_frame(value)
 
+    def atomic(self, cells: list[Any]) -> Any:
+        """An R atomic vector for a list of JSON scalars, typed as jsonlite would type it."""
+        kind = _kind(cells)
+        if kind == "logical":
+            flags = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
+            return ri.BoolSexpVector.from_memoryview(memoryview(flags))
+        if kind == "integer":
+            ints = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
+            return ri.IntSexpVector.from_memoryview(memoryview(ints))
+        if kind == "numeric":
+            na = self.na_real
+            floats = array.array("d", [na if v is None else float(v) for v in cells])
+            return ri.FloatSexpVector.from_memoryview(memoryview(floats))
+        return self._strings([v if v is None or isinstance(v, str) else _scalar_text(v) for v in cells])
 
-def atomic(cells: list[Any]) -> Any:
-    """An R atomic vector for a list of JSON scalars, typed as jsonlite would type it."""
-    kind = _kind(cells)
-    if kind == "logical":
-        flags = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
-        return ri.BoolSexpVector.from_memoryview(memoryview(flags))
-    if kind == "integer":
-        ints = array.array("i", [-INT_MAX - 1 if v is None else int(v) for v in cells])
-        return ri.IntSexpVector.from_memoryview(memoryview(ints))
-    if kind == "numeric":
-        na = _h().na_real
-        floats = array.array("d", [na if v is None else float(v) for v in cells])
-        return ri.FloatSexpVector.from_memoryview(memoryview(floats))
-    return _strings([v if v is None or isinstance(v, str) else _scalar_text(v) for v in cells])
+    def _strings(self, cells: list[str | None]) -> Any:
+        if not cells:
+            return ri.StrSexpVector([])
+        has_na = None in cells
+        joined = _SEP.join(["" if v is None else v for v in cells] if has_na else cells) + _SEP  # type: ignore[arg-type]
+        if joined.count(_SEP) != len(cells):
+            return ri.StrSexpVector([ri.NA_Character if v is None else v for v in cells])
+        vector = self.split_strings(ri.StrSexpVector([joined]))
+        missing = [i + 1 for i, v in enumerate(cells) if v is None] if has_na else []
+        if missing:
+            vector = self.set_na(vector, ri.IntSexpVector(missing))
+        return vector
+
+    def _matrix(self, rows: list[list[Any]]) -> Any:
+        nrow = len(rows)
+        ncol = len(rows[0]) if rows else 0
+        cells = [row[j] for j in range(ncol) for row in rows]  # R stores column-major
+        vector = self.atomic(cells)
+        vector.do_slot_assign("dim", ri.IntSexpVector([nrow, ncol]))
+        return vector
+
+    def _data_frame(self, value: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        if isinstance(value, list):  # records
+            names: dict[str, None] = {}
+            for record in value:
+                names.update(dict.fromkeys(record))
+            columns = {name: [record.get(name) for record in value] for name in names}
+        else:
+            columns = {k: (v if isinstance(v, list) else [v]) for k, v in value.items()}
+        nrows = len(next(iter(columns.values()))) if columns else 0
+        frame = ri.ListSexpVector([self.atomic(col) for col in columns.values()])
+        frame.do_slot_assign("names", ri.StrSexpVector(list(columns)))
+        return self.as_frame(frame, ri.IntSexpVector([nrows]))
+
+    def from_r(self, type_name: str, sexp: Any) -> Any:
+        """JSON-ready Python for the R value a service's code left under a `type_name` output."""
+        if sexp is ri.NULL or sexp.typeof == ri.RTYPES.NILSXP:
+            return None
+        if type_name in ("logical", "numeric", "integer", "character"):
+            return self._scalar(type_name, sexp)
+        if self._is_data_frame(sexp):
+            if type_name == "data.frame":
+                return self._frame_columns(sexp)
+            raise ValueError_(f"expected a {type_name}, got a data.frame")
+        if type_name == "vector":
+            return self.elements(sexp)
+        if type_name == "matrix":
+            return self._matrix_rows(sexp)
+        if type_name == "data.frame":
+            if sexp.typeof == ri.RTYPES.VECSXP and self._names(sexp) is not None:
+                return self._frame_columns(sexp)
+            if self._dim(sexp) is not None:
+                return self._matrix_columns(sexp)
+            raise ValueError_(f"expected a data.frame or a named list of columns, got {self._describe(sexp)}")
+        raise ValueError_(f"unknown type {type_name!r}")
+
+    def _scalar(self, type_name: str, sexp: Any) -> Any:
+        cells = self.elements(sexp)
+        if len(cells) != 1:
+            if not cells:
+                return None
+            raise ValueError_(f"expected a single {type_name} value, got {self._describe(sexp)}")
+        value = cells[0]
+        if value is None:
+            return None
+        if type_name == "character":
+            if isinstance(value, str):
+                return value
+            return str(self.as_character(sexp)[0])
+        if isinstance(value, str):
+            raise ValueError_(f"expected a {type_name} value, got {self._describe(sexp)}")
+        if type_name == "logical":
+            return bool(value)
+        if type_name == "numeric":
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError_(f"{value!r} is not an integer")
+        return int(value)
+
+    def elements(self, sexp: Any) -> list[Any]:
+        """The cells of an R vector as JSON scalars (NA/NaN/Inf -> None)."""
+        rtype = sexp.typeof
+        classes = self._classes(sexp)
+        if rtype == ri.RTYPES.LGLSXP:
+            return [None if v == -INT_MAX - 1 else bool(v) for v in _flat(sexp)]
+        if rtype == ri.RTYPES.INTSXP:
+            ints = _flat(sexp)
+            if "factor" in classes:
+                levels = list(sexp.do_slot("levels"))
+                return [None if v == -INT_MAX - 1 else levels[v - 1] for v in ints]
+            return [None if v == -INT_MAX - 1 else v for v in ints]
+        if rtype == ri.RTYPES.REALSXP:
+            floats = _flat(sexp)
+            if "Date" in classes:
+                return [
+                    None if not math.isfinite(v) else (_EPOCH_DATE + dt.timedelta(days=v)).isoformat() for v in floats
+                ]
+            if "POSIXct" in classes:
+                return [
+                    None if not math.isfinite(v) else dt.datetime.fromtimestamp(v, dt.UTC).isoformat() for v in floats
+                ]
+            return [v if math.isfinite(v) else None for v in floats]
+        if rtype == ri.RTYPES.STRSXP:
+            return self._string_cells(sexp)
+        if rtype == ri.RTYPES.VECSXP:
+            if "POSIXlt" in classes:
+                return self.elements(self.as_posixct(sexp))
+            out: list[Any] = []
+            for item in sexp:
+                cells = self.elements(item) if item.typeof != ri.RTYPES.NILSXP else [None]
+                if len(cells) != 1:
+                    raise ValueError_(f"expected a list of single values, got an element of length {len(cells)}")
+                out.append(cells[0])
+            return out
+        raise ValueError_(f"cannot convert {self._describe(sexp)} to JSON")
+
+    def _string_cells(self, sexp: Any) -> list[str | None]:
+        if len(sexp) == 0:
+            return []
+        joined, missing = self.join_strings(sexp)
+        parts = str(joined[0]).split(_SEP)
+        if len(parts) != len(sexp):  # a string contains the separator
+            return [None if v is ri.NA_Character else str(v) for v in sexp]
+        cells: list[str | None] = list(parts)
+        for i in _flat(missing) if len(missing) else ():
+            cells[i - 1] = None
+        return cells
+
+    def _matrix_rows(self, sexp: Any) -> list[list[Any]]:
+        cells = self.elements(sexp)
+        dim = self._dim(sexp)
+        if dim is None:  # a plain vector is one column, as as.matrix() makes it
+            return [[v] for v in cells]
+        if len(dim) != 2:
+            raise ValueError_(f"expected a 2-dimensional matrix, got {len(dim)} dimensions")
+        nrow, ncol = dim
+        return [[cells[i + j * nrow] for j in range(ncol)] for i in range(nrow)]
+
+    def _matrix_columns(self, sexp: Any) -> dict[str, list[Any]]:
+        rows = self._matrix_rows(sexp)
+        dim = self._dim(sexp) or [len(rows), 1]
+        names = _column_names(sexp) or [f"V{j + 1}" for j in range(dim[1])]
+        return {name: [row[j] for row in rows] for j, name in enumerate(names)}
+
+    def _frame_columns(self, sexp: Any) -> dict[str, list[Any]]:
+        names = self._names(sexp) or []
+        columns: dict[str, list[Any]] = {}
+        lengths = set()
+        for name, column in zip(names, sexp, strict=False):
+            if self._is_data_frame(column) or self._dim(column) is not None:
+                raise ValueError_(f"column '{name}' is not a plain vector")
+            columns[name] = self.elements(column)
+            lengths.add(len(columns[name]))
+        if len(lengths) > 1:
+            raise ValueError_("columns have different lengths")
+        return columns
+
+    def _bare(self, sexp: Any) -> bool:
+        """No attributes at all (no class, names or dim): one C call instead of listing them."""
+        rlib = self.rlib
+        return bool(rlib.ATTRIB(sexp.__sexp__._cdata) == rlib.R_NilValue)
+
+    def _classes(self, sexp: Any) -> tuple[str, ...]:
+        if self._bare(sexp):
+            return ()
+        attr = sexp.do_slot("class") if "class" in sexp.list_attrs() else None
+        return tuple(attr) if attr is not None else ()
+
+    def _is_data_frame(self, sexp: Any) -> bool:
+        return sexp.typeof == ri.RTYPES.VECSXP and "data.frame" in self._classes(sexp)
+
+    def _names(self, sexp: Any) -> list[str] | None:
+        if self._bare(sexp) or "names" not in sexp.list_attrs():
+            return None
+        return [str(n) for n in sexp.do_slot("names")]
+
+    def _dim(self, sexp: Any) -> list[int] | None:
+        if self._bare(sexp) or "dim" not in sexp.list_attrs():
+            return None
+        return [int(d) for d in sexp.do_slot("dim")]
+
+    def _describe(self, sexp: Any) -> str:
+        kind = str(self.r_class(sexp)[0])
+        try:
+            return f"{kind} of length {len(sexp)}"
+        except TypeError:
+            return kind
 
 
 def _kind(cells: list[Any]) -> str:
@@ -140,127 +309,6 @@ def _scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _strings(cells: list[str | None]) -> Any:
-    if not cells:
-        return ri.StrSexpVector([])
-    has_na = None in cells
-    joined = _SEP.join(["" if v is None else v for v in cells] if has_na else cells) + _SEP  # type: ignore[arg-type]
-    if joined.count(_SEP) != len(cells):
-        return ri.StrSexpVector([ri.NA_Character if v is None else v for v in cells])
-    vector = _h().split_strings(ri.StrSexpVector([joined]))
-    missing = [i + 1 for i, v in enumerate(cells) if v is None] if has_na else []
-    if missing:
-        vector = _h().set_na(vector, ri.IntSexpVector(missing))
-    return vector
-
-
-def _matrix(rows: list[list[Any]]) -> Any:
-    nrow = len(rows)
-    ncol = len(rows[0]) if rows else 0
-    cells = [row[j] for j in range(ncol) for row in rows]  # R stores column-major
-    vector = atomic(cells)
-    vector.do_slot_assign("dim", ri.IntSexpVector([nrow, ncol]))
-    return vector
-
-
-def _data_frame(value: dict[str, Any] | list[dict[str, Any]]) -> Any:
-    if isinstance(value, list):  # records
-        names: dict[str, None] = {}
-        for record in value:
-            names.update(dict.fromkeys(record))
-        columns = {name: [record.get(name) for record in value] for name in names}
-    else:
-        columns = {k: (v if isinstance(v, list) else [v]) for k, v in value.items()}
-    nrows = len(next(iter(columns.values()))) if columns else 0
-    frame = ri.ListSexpVector([atomic(col) for col in columns.values()])
-    frame.do_slot_assign("names", ri.StrSexpVector(list(columns)))
-    return _h().as_frame(frame, ri.IntSexpVector([nrows]))
-
-
-# ---------------------------------------------------------------- R -> JSON
-
-
-def from_r(type_name: str, sexp: Any) -> Any:
-    """JSON-ready Python for the R value a service's code left under a `type_name` output."""
-    if sexp is ri.NULL or sexp.typeof == ri.RTYPES.NILSXP:
-        return None
-    if type_name in ("logical", "numeric", "integer", "character"):
-        return _scalar(type_name, sexp)
-    if _is_data_frame(sexp):
-        if type_name == "data.frame":
-            return _frame_columns(sexp)
-        raise ValueError_(f"expected a {type_name}, got a data.frame")
-    if type_name == "vector":
-        return elements(sexp)
-    if type_name == "matrix":
-        return _matrix_rows(sexp)
-    if type_name == "data.frame":
-        if sexp.typeof == ri.RTYPES.VECSXP and _names(sexp) is not None:
-            return _frame_columns(sexp)
-        if _dim(sexp) is not None:
-            return _matrix_columns(sexp)
-        raise ValueError_(f"expected a data.frame or a named list of columns, got {_describe(sexp)}")
-    raise ValueError_(f"unknown type {type_name!r}")
-
-
-def _scalar(type_name: str, sexp: Any) -> Any:
-    cells = elements(sexp)
-    if len(cells) != 1:
-        if not cells:
-            return None
-        raise ValueError_(f"expected a single {type_name} value, got {_describe(sexp)}")
-    value = cells[0]
-    if value is None:
-        return None
-    if type_name == "character":
-        if isinstance(value, str):
-            return value
-        return str(_h().as_character(sexp)[0])
-    if isinstance(value, str):
-        raise ValueError_(f"expected a {type_name} value, got {_describe(sexp)}")
-    if type_name == "logical":
-        return bool(value)
-    if type_name == "numeric":
-        return float(value)
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError_(f"{value!r} is not an integer")
-    return int(value)
-
-
-def elements(sexp: Any) -> list[Any]:
-    """The cells of an R vector as JSON scalars (NA/NaN/Inf -> None)."""
-    rtype = sexp.typeof
-    classes = _classes(sexp)
-    if rtype == ri.RTYPES.LGLSXP:
-        return [None if v == -INT_MAX - 1 else bool(v) for v in _flat(sexp)]
-    if rtype == ri.RTYPES.INTSXP:
-        ints = _flat(sexp)
-        if "factor" in classes:
-            levels = list(sexp.do_slot("levels"))
-            return [None if v == -INT_MAX - 1 else levels[v - 1] for v in ints]
-        return [None if v == -INT_MAX - 1 else v for v in ints]
-    if rtype == ri.RTYPES.REALSXP:
-        floats = _flat(sexp)
-        if "Date" in classes:
-            return [None if not math.isfinite(v) else (_EPOCH_DATE + dt.timedelta(days=v)).isoformat() for v in floats]
-        if "POSIXct" in classes:
-            return [None if not math.isfinite(v) else dt.datetime.fromtimestamp(v, dt.UTC).isoformat() for v in floats]
-        return [v if math.isfinite(v) else None for v in floats]
-    if rtype == ri.RTYPES.STRSXP:
-        return _string_cells(sexp)
-    if rtype == ri.RTYPES.VECSXP:
-        if "POSIXlt" in classes:
-            return elements(_h().as_posixct(sexp))
-        out: list[Any] = []
-        for item in sexp:
-            cells = elements(item) if item.typeof != ri.RTYPES.NILSXP else [None]
-            if len(cells) != 1:
-                raise ValueError_(f"expected a list of single values, got an element of length {len(cells)}")
-            out.append(cells[0])
-        return out
-    raise ValueError_(f"cannot convert {_describe(sexp)} to JSON")
-
-
 def _flat(sexp: Any) -> list[Any]:
     """The numbers of an R vector in storage (column-major) order, whatever its dim."""
     if len(sexp) == 0:
@@ -271,80 +319,6 @@ def _flat(sexp: Any) -> list[Any]:
     return array.array(view.format, view.tobytes(order="F")).tolist()
 
 
-def _string_cells(sexp: Any) -> list[str | None]:
-    if len(sexp) == 0:
-        return []
-    joined, missing = _h().join_strings(sexp)
-    parts = str(joined[0]).split(_SEP)
-    if len(parts) != len(sexp):  # a string contains the separator
-        return [None if v is ri.NA_Character else str(v) for v in sexp]
-    cells: list[str | None] = list(parts)
-    for i in _flat(missing) if len(missing) else ():
-        cells[i - 1] = None
-    return cells
-
-
-def _matrix_rows(sexp: Any) -> list[list[Any]]:
-    cells = elements(sexp)
-    dim = _dim(sexp)
-    if dim is None:  # a plain vector is one column, as as.matrix() makes it
-        return [[v] for v in cells]
-    if len(dim) != 2:
-        raise ValueError_(f"expected a 2-dimensional matrix, got {len(dim)} dimensions")
-    nrow, ncol = dim
-    return [[cells[i + j * nrow] for j in range(ncol)] for i in range(nrow)]
-
-
-def _matrix_columns(sexp: Any) -> dict[str, list[Any]]:
-    rows = _matrix_rows(sexp)
-    dim = _dim(sexp) or [len(rows), 1]
-    names = _column_names(sexp) or [f"V{j + 1}" for j in range(dim[1])]
-    return {name: [row[j] for row in rows] for j, name in enumerate(names)}
-
-
-def _frame_columns(sexp: Any) -> dict[str, list[Any]]:
-    names = _names(sexp) or []
-    columns: dict[str, list[Any]] = {}
-    lengths = set()
-    for name, column in zip(names, sexp, strict=False):
-        if _is_data_frame(column) or _dim(column) is not None:
-            raise ValueError_(f"column '{name}' is not a plain vector")
-        columns[name] = elements(column)
-        lengths.add(len(columns[name]))
-    if len(lengths) > 1:
-        raise ValueError_("columns have different lengths")
-    return columns
-
-
-def _bare(sexp: Any) -> bool:
-    """No attributes at all (no class, names or dim): one C call instead of listing them."""
-    rlib = _h().rlib
-    return bool(rlib.ATTRIB(sexp.__sexp__._cdata) == rlib.R_NilValue)
-
-
-def _classes(sexp: Any) -> tuple[str, ...]:
-    if _bare(sexp):
-        return ()
-    attr = sexp.do_slot("class") if "class" in sexp.list_attrs() else None
-    return tuple(attr) if attr is not None else ()
-
-
-def _is_data_frame(sexp: Any) -> bool:
-    return sexp.typeof == ri.RTYPES.VECSXP and "data.frame" in _classes(sexp)
-
-
-def _names(sexp: Any) -> list[str] | None:
-    if _bare(sexp) or "names" not in sexp.list_attrs():
-        return None
-    return [str(n) for n in sexp.do_slot("names")]
-
-
-def _dim(sexp: Any) -> list[int] | None:
-    if _bare(sexp) or "dim" not in sexp.list_attrs():
-        return None
-    return [int(d) for d in sexp.do_slot("dim")]
-
-
 def _column_names(sexp: Any) -> list[str] | None:
     if "dimnames" not in sexp.list_attrs():
         return None
@@ -352,11 +326,3 @@ def _column_names(sexp: Any) -> list[str] | None:
     if len(dimnames) < 2 or dimnames[1].typeof == ri.RTYPES.NILSXP:
         return None
     return [str(n) for n in dimnames[1]]
-
-
-def _describe(sexp: Any) -> str:
-    kind = str(_h().r_class(sexp)[0])
-    try:
-        return f"{kind} of length {len(sexp)}"
-    except TypeError:
-        return kind
