@@ -141,7 +141,8 @@ class ShellProcess:
         try:
             self._writer.write(protocol.encode(header, *blobs))
             await self._writer.drain()
-            reply = await asyncio.wait_for(protocol.read_frame(self._reader), timeout)
+            async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                reply = await protocol.read_frame(self._reader)
         except TimeoutError:
             await self.kill()
             raise Timeout(f"execution did not finish within {timeout:g} seconds; the shell was replaced") from None
