@@ -93,10 +93,12 @@ async def test_requests_queued_on_a_killed_node_run_on_the_other(
     loop = asyncio.get_running_loop()
     waiting = [loop.create_task(served_by(http, nodes.router, nodes.router_auth, nodes.who)) for _ in range(10)]
 
-    async def some_queued() -> bool:
-        return any(pool.queued > 0 for pool in (await node_status(nodes.busy.uri)).pools)
+    async def settled() -> bool:
+        """Every request either answered (by the free node) or waits for the busy node's shell."""
+        queued = sum(pool.queued for pool in (await node_status(nodes.busy.uri)).pools)
+        return queued >= 1 and queued + sum(task.done() for task in waiting) == len(waiting)
 
-    await wait_until(some_queued, timeout=10, what="requests queued on the busy node")
+    await wait_until(settled, timeout=10, what="requests queued on the busy node")
     nodes.busy.process.kill()
     served = await asyncio.wait_for(asyncio.gather(*waiting), 30)
     # Every request ran, on the surviving node; the one running on the dead node failed with a 503.
