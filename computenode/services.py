@@ -10,6 +10,7 @@ loads it (computenode/service_snapshots.py); LoadService refuses one whose zip i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +27,45 @@ logger = logging.getLogger(__name__)
 __all__ = ["RUNTIME_NAMES", "LoadedService", "Progress", "ServiceRegistry"]
 
 
+# A request that waits this long for a shell is reported QUEUED (and then STARTED) on its stream:
+# shorter waits, the common case under load, cost no extra messages; they are simply in flight.
+QUEUED_NOTICE_AFTER = 0.02
+
+
 class Progress(Protocol):
     """Told where a request that had to wait for a shell stands."""
 
     def queued(self) -> None: ...
 
     async def started(self) -> None: ...
+
+
+class _WaitNotice:
+    """Tells `progress` of a wait for a shell once it passes QUEUED_NOTICE_AFTER, and of its end."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self._progress = progress
+        self._timer: asyncio.TimerHandle | None = None
+        self._told = False
+
+    def waiting(self) -> None:
+        if self._progress is not None:
+            self._timer = asyncio.get_running_loop().call_later(QUEUED_NOTICE_AFTER, self._tell)
+
+    def _tell(self) -> None:
+        self._told = True
+        assert self._progress is not None
+        self._progress.queued()
+
+    async def started(self) -> None:
+        self.cancel()
+        if self._told and self._progress is not None:
+            await self._progress.started()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 @dataclass(frozen=True)
@@ -85,29 +119,29 @@ class ServiceRegistry:
             raise ServiceNotLoaded(f"service {request.service_key} is not loaded")
         dedicated = self.dedicated.get(service_id(service.definition.key))
         pool = dedicated.pool if dedicated is not None else self._pools[service.runtime]
-        waited = False
+        notice = _WaitNotice(progress)
+        try:
+            async with pool.lease(service.definition.key, on_wait=notice.waiting) as shell:
+                await notice.started()
+                return await self._run(shell, service, request)
+        finally:
+            notice.cancel()
 
-        def on_wait() -> None:
-            nonlocal waited
-            waited = True
-            if progress is not None:
-                progress.queued()
-
-        async with pool.lease(service.definition.key, on_wait=on_wait) as shell:
-            if waited and progress is not None:
-                await progress.started()
-            if shell.loaded_key != service.definition.key:
-                failure = await self._prepare(shell, service)
-                if failure is not None:
-                    return failure
-            header, blobs = await shell.request(
-                {"op": "execute", "key": service.definition.key},
-                request.inputs_json,
-                timeout=self._execution_timeout,
-            )
-            if header.get("not_loaded"):
-                shell.loaded_key = None
-                raise ShellCrashed("the shell lost its service state")
+    async def _run(
+        self, shell: ShellProcess, service: LoadedService, request: pb.ExecuteServiceRequest
+    ) -> pb.ExecutionResult:
+        if shell.loaded_key != service.definition.key:
+            failure = await self._prepare(shell, service)
+            if failure is not None:
+                return failure
+        header, blobs = await shell.request(
+            {"op": "execute", "key": service.definition.key},
+            request.inputs_json,
+            timeout=self._execution_timeout,
+        )
+        if header.get("not_loaded"):
+            shell.loaded_key = None
+            raise ShellCrashed("the shell lost its service state")
         return _result(header, blobs)
 
     async def _prepare(self, shell: ShellProcess, service: LoadedService) -> pb.ExecutionResult | None:

@@ -20,12 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
-from tests.bench import competitors, load
+from tests.bench import competitors, cpu, load
 from tests.support import (
     ADMIN_PASSWORD,
     ROOT,
@@ -58,6 +59,9 @@ class Target:
     token: str | None
     concurrency: tuple[int, ...] = CONCURRENCY
     results: dict[int, list[load.Result]] = field(default_factory=dict)
+    # Processes whose CPU time is measured during each run, by role (empty: not measured).
+    roles: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    cpu: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # µs per request by role
 
 
 def rss_mb(pid: int) -> float:
@@ -132,9 +136,18 @@ async def create_sessions(http: aiohttp.ClientSession, url: str, token: str, run
 
 
 async def session_create_times(http: aiohttp.ClientSession, url: str, token: str, runtime: str, n: int) -> list[float]:
+    """Create (timed) and delete, `n` times, each time once the pool has a warm shell again."""
     headers = {"Authorization": f"Bearer {token}"}
+    idle_key = f"{'python' if runtime == 'Python' else 'r'}IdleShellCount"
+
+    async def warm() -> bool:
+        async with http.get(f"{url}/status", headers=headers) as resp:
+            nodes = (await resp.json())["components"]["backends"]["components"].values()
+        return all(int(node["details"].get(idle_key, 0)) >= 1 for node in nodes)
+
     times = []
     for _ in range(n):
+        await wait_until(warm, timeout=60, what=f"a warm {runtime} shell")
         start = time.perf_counter()
         async with http.post(f"{url}/sessions", json={"runtimeType": runtime}, headers=headers) as resp:
             if resp.status != 201:
@@ -166,20 +179,43 @@ async def start_field(
         targets.append(Target(COMPETITORS[kind], server.base, [server.path], server.body, None))
 
 
+def run_rounds(targets: list[Target], rounds: int, seconds: float) -> None:
+    """Warm every target up, then run each concurrency's rounds, targets alternating within a round."""
+    for target in targets:  # warm up
+        load.run(target.base, target.paths, target.body, token=target.token, concurrency=8, seconds=1)
+    for concurrency in CONCURRENCY:
+        for _ in range(rounds):
+            for target in targets:
+                if concurrency not in target.concurrency:
+                    continue
+                with cpu.measure(target.roles) as usage:
+                    result = load.run(
+                        target.base,
+                        target.paths,
+                        target.body,
+                        token=target.token,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                    )
+                target.results.setdefault(concurrency, []).append(result)
+                if target.roles:
+                    target.cpu.setdefault(concurrency, []).append(usage.per_request_us(result.requests))
+                print(
+                    f"  c={concurrency:<3} {target.name:<32} {result.rps:9.0f} req/s "
+                    f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms errors {result.errors}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
 async def main(seconds: float, rounds: int, out: Path, note: str) -> None:
     if not load.available():
         sys.exit("wrk is not installed: `apt-get install wrk` (make bench does this)")
     work = Path(tempfile.mkdtemp(prefix="o16n-bench-"))
     floor_port = free_port()
     floor = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", str(floor_port)], cwd=ROOT)  # noqa: ASYNC220
-    compute, uri = await start_compute_node(
-        work / "compute",
-        # Two shells per runtime for services, one more for the measured session.
-        O16N_PYTHON_POOL_INITIAL_SIZE="3",
-        O16N_PYTHON_POOL_MAX_SIZE="3",
-        O16N_R_POOL_INITIAL_SIZE="3",
-        O16N_R_POOL_MAX_SIZE="3",
-    )
+    # The shipped pool sizes (the settings' defaults): what a deployment gets without tuning.
+    compute, uri = await start_compute_node(work / "compute")
     web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12")
     targets: list[Target] = []
     notes: list[str] = []
@@ -196,16 +232,30 @@ async def main(seconds: float, rounds: int, out: Path, note: str) -> None:
             await wait_until(floor_up, timeout=30, what="floor")
             token = await login(http, web.url)
             idle = {"web node": rss_mb(web.process.popen.pid), "compute node": rss_mb(compute.popen.pid)}
-            targets.append(Target(FLOOR, f"http://127.0.0.1:{floor_port}", ["/add"], ADD_BODY, None))
+            stack = {
+                "web node": lambda: [web.process.popen.pid],
+                "compute node": lambda: [compute.popen.pid],
+                "shells": lambda: children(compute.popen.pid),
+            }
+            targets.append(
+                Target(
+                    FLOOR,
+                    f"http://127.0.0.1:{floor_port}",
+                    ["/add"],
+                    ADD_BODY,
+                    None,
+                    roles={"floor": lambda: [floor.pid]},
+                )
+            )
             if await publish(http, web.url, token, "addpy", "Python", "result = x + y"):
-                targets.append(Target(PYTHON, web.url, ["/api/addpy/1.0"], ADD_BODY, token))
+                targets.append(Target(PYTHON, web.url, ["/api/addpy/1.0"], ADD_BODY, token, roles=stack))
             if await publish(http, web.url, token, "addr", "R", "result <- x + y"):
-                targets.append(Target(R, web.url, ["/api/addr/1.0"], ADD_BODY, token))
+                targets.append(Target(R, web.url, ["/api/addr/1.0"], ADD_BODY, token, roles=stack))
             else:
                 notes.append("R standard service: not measured (R unavailable on this compute node)")
             realtime_body = await publish_realtime(http, web.url, token)
             if realtime_body:
-                targets.append(Target(REALTIME, web.url, ["/api/clf/1.0"], realtime_body, token))
+                targets.append(Target(REALTIME, web.url, ["/api/clf/1.0"], realtime_body, token, roles=stack))
             else:
                 notes.append("realtime ONNX service: not measured (realtime publishing unavailable)")
             for runtime, code in (("Python", "result = x + y"), ("R", "result <- x + y")):
@@ -220,35 +270,15 @@ async def main(seconds: float, rounds: int, out: Path, note: str) -> None:
                         }
                     )
                     paths = [f"/sessions/{s}/execute" for s in sessions]
-                    targets.append(Target(f"session execute ({runtime})", web.url, paths, body, token, (1,)))
+                    name = f"session execute ({runtime})"
+                    targets.append(Target(name, web.url, paths, body, token, (1,), roles=stack))
                 else:
                     notes.append(f"session execute ({runtime}): not measured (sessions unavailable)")
             await start_field(http, work, targets, servers, missing, notes)
             login_body = json.dumps({"username": "admin", "password": ADMIN_PASSWORD})
             targets.append(Target("login (bcrypt, 12 rounds)", web.url, ["/login"], login_body, None, (1, 8)))
 
-            for target in targets:  # warm up
-                load.run(target.base, target.paths, target.body, token=target.token, concurrency=8, seconds=1)
-            for concurrency in CONCURRENCY:
-                for _ in range(rounds):
-                    for target in targets:
-                        if concurrency not in target.concurrency:
-                            continue
-                        result = load.run(
-                            target.base,
-                            target.paths,
-                            target.body,
-                            token=target.token,
-                            concurrency=concurrency,
-                            seconds=seconds,
-                        )
-                        target.results.setdefault(concurrency, []).append(result)
-                        print(
-                            f"  c={concurrency:<3} {target.name:<32} {result.rps:9.0f} req/s "
-                            f"p50 {result.p50_ms:6.2f} ms p99 {result.p99_ms:6.2f} ms errors {result.errors}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+            run_rounds(targets, rounds, seconds)
             creates = {rt: await session_create_times(http, web.url, token, rt, 20) for rt in ("Python", "R")}
             shells = {pid: rss_mb(pid) for pid in children(compute.popen.pid)}
     finally:
@@ -362,6 +392,26 @@ def field_section(targets: list[Target]) -> list[str]:
     return lines
 
 
+def cpu_section(targets: list[Target]) -> list[str]:
+    """Where a request's CPU goes: each process's CPU time during the runs, per request served."""
+    lines = [
+        "## CPU time per request, by process (µs, median over rounds)",
+        "",
+        "What bounds the ratios on this machine: the load generator and every process of the stack share its "
+        "cores, so req/s at concurrency 8 and 64 is about the cores left by wrk divided by the sum of a row.",
+        "",
+        "| target | concurrency | floor | web node | compute node | shells | total |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    roles = ("floor", "web node", "compute node", "shells")
+    for target in targets:
+        for c, runs in sorted(target.cpu.items()):
+            cells = {role: _median([run[role] for run in runs if role in run]) for role in roles}
+            shown = [f"{cells[role]:.0f}" if any(role in run for run in runs) else "-" for role in roles]
+            lines.append(f"| {target.name} | {c} | {' | '.join(shown)} | {sum(cells.values()):.0f} |")
+    return lines
+
+
 def kept_sections(out: Path) -> list[str]:
     """Sections other commands put in the file (KEPT_SECTIONS), from their heading to the end of the file."""
     try:
@@ -416,7 +466,7 @@ def write_report(
             )
     for name in header.missing:
         lines.append(f"| {name} | - | not installed | - | - | - | - |")
-    lines += ["", *targets_section(targets, creates), "", *field_section(targets)]
+    lines += ["", *targets_section(targets, creates), "", *field_section(targets), "", *cpu_section(targets)]
     lines += ["", "## Session create (from a warm pool, sequential, create + delete)", ""]
     for runtime, times in creates.items():
         if times:

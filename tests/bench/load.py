@@ -37,6 +37,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
 
 
 def available() -> bool:
@@ -75,4 +76,5 @@ def run(base: str, paths: list[str], body: str, *, token: str | None, concurrenc
         p50_ms=data["p50"] / 1000,
         p99_ms=data["p99"] / 1000,
         errors=data["errors"] + data["non2xx"],
+        requests=data["requests"],
     )
