@@ -232,3 +232,35 @@ async def test_sigint_interrupts_r_and_the_shell_stays_usable(tmp_path: Path) ->
     finally:
         await shell.terminate()
         shell.cleanup()
+
+
+_REFCOUNT_PROBE = """
+import sys
+import rpy2.rinterface as ri
+ri.initr()
+from computenode.shells.r_values import RValues
+rv = RValues()
+values = [ri.FloatSexpVector([1.5, 2.5]), ri.IntSexpVector([1, 2]), ri.BoolSexpVector([True, False]),
+          ri.evalr("matrix(1:6, nrow = 2)")]
+before = sys.getrefcount(None)
+for _ in range(5000):
+    for value in values:
+        rv.from_r("vector", value)
+print(before - sys.getrefcount(None))
+"""
+
+
+async def test_r_to_json_conversions_keep_none_alive() -> None:
+    """20,000 vector conversions must not take references from None (rpy2's memoryview() did,
+    one per call, until the R shell died with 'deallocating None' under load)."""
+    import sys
+
+    from tests.support import ROOT
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _REFCOUNT_PROBE, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    lost = int(out.decode().split()[-1])
+    assert abs(lost) < 100, f"None lost {lost} references over 20,000 conversions"

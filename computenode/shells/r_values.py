@@ -22,6 +22,14 @@ from common.values import ValueError_, check_json
 
 # rpy2's type stubs do not re-export its low-level API (vectors, NA values, environments).
 ri: Any = importlib.import_module("rpy2.rinterface")
+_openrlib: Any = importlib.import_module("rpy2.rinterface_lib.openrlib")
+_ffi = _openrlib.ffi
+# R vector type -> (pointer to its cells, C type, memoryview format).
+_VIEWS = {
+    _openrlib.rlib.LGLSXP: (_openrlib.LOGICAL, "int", "i"),
+    _openrlib.rlib.INTSXP: (_openrlib.INTEGER, "int", "i"),
+    _openrlib.rlib.REALSXP: (_openrlib.REAL, "double", "d"),
+}
 
 INT_MAX = 2**31 - 1
 _EPOCH_DATE = dt.date(1970, 1, 1)
@@ -310,13 +318,18 @@ def _scalar_text(value: Any) -> str:
 
 
 def _flat(sexp: Any) -> list[Any]:
-    """The numbers of an R vector in storage (column-major) order, whatever its dim."""
-    if len(sexp) == 0:
+    """The numbers of an R vector in storage (column-major) order, whatever its dim.
+
+    Read straight from R's memory: rpy2's `memoryview()` calls a C helper that returns None
+    without a reference (rpy2-rinterface 3.6.5), so each call took one from None until the
+    shell died ("deallocating None") after some ten thousand conversions.
+    """
+    n = len(sexp)
+    if n == 0:
         return []
-    view = sexp.memoryview()
-    if view.ndim == 1:
-        return list(view.tolist())
-    return array.array(view.format, view.tobytes(order="F")).tolist()
+    get_pointer, ctype, fmt = _VIEWS[sexp.typeof]
+    buffer = _ffi.buffer(get_pointer(sexp.__sexp__._cdata), _ffi.sizeof(ctype) * n)
+    return memoryview(buffer).cast(fmt).tolist()
 
 
 def _column_names(sexp: Any) -> list[str] | None:
