@@ -25,7 +25,7 @@ ri: Any = importlib.import_module("rpy2.rinterface")
 _openrlib: Any = importlib.import_module("rpy2.rinterface_lib.openrlib")
 _ffi = _openrlib.ffi
 # R vector type -> (pointer to its cells, C type, memoryview format).
-_VIEWS = {
+_VIEWS: dict[int, tuple[Any, str, str]] = {
     _openrlib.rlib.LGLSXP: (_openrlib.LOGICAL, "int", "i"),
     _openrlib.rlib.INTSXP: (_openrlib.INTEGER, "int", "i"),
     _openrlib.rlib.REALSXP: (_openrlib.REAL, "double", "d"),
@@ -329,7 +329,8 @@ def _flat(sexp: Any) -> list[Any]:
         return []
     get_pointer, ctype, fmt = _VIEWS[sexp.typeof]
     buffer = _ffi.buffer(get_pointer(sexp.__sexp__._cdata), _ffi.sizeof(ctype) * n)
-    return memoryview(buffer).cast(fmt).tolist()
+    cells: list[Any] = memoryview(buffer).cast(fmt).tolist()  # type: ignore[call-overload]
+    return cells
 
 
 def _column_names(sexp: Any) -> list[str] | None:
