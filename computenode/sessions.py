@@ -157,7 +157,8 @@ class SessionRegistry:
         try:
             if kill:
                 await session.shell.kill()
-            await self._pools[session.runtime].release(session.shell, broken=True)
+            session.shell.recycle_reason = "its session closed"  # it held the session's state: never reused
+            await self._pools[session.runtime].release(session.shell)
         finally:
             await asyncio.to_thread(shutil.rmtree, session.home, True)
 
