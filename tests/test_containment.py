@@ -39,6 +39,7 @@ from computenode.pools import PoolConfig, ShellPool
 from computenode.shells.process import PYTHON, ShellProcess, ShellSpec
 from tests.shell_venv import shell_python
 from tests.support import Process, WebNode, spawn, start_compute_node, start_web_node, unique, wait_until
+from tests.test_shell_crashes import call, publish
 
 PIDS_LIMIT = 64
 NOBODY = 65534
@@ -51,20 +52,6 @@ def service(code: str, outputs: dict[str, str], inputs: dict[str, str] | None = 
         "inputParameterDefinitions": [{"name": k, "type": v} for k, v in (inputs or {}).items()],
         "outputParameterDefinitions": [{"name": k, "type": v} for k, v in outputs.items()],
     }
-
-
-async def publish(http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], definition: Any) -> str:
-    name = unique("contain")
-    async with http.post(f"{node.url}/services/{name}/1.0", json=definition, headers=headers) as resp:
-        assert resp.status == 201, await resp.text()
-    return name
-
-
-async def call(
-    http: aiohttp.ClientSession, node: WebNode, headers: dict[str, str], name: str, body: Any = None
-) -> tuple[int, dict[str, Any]]:
-    async with http.post(f"{node.url}/api/{name}/1.0", json=body or {}, headers=headers) as resp:
-        return resp.status, await resp.json()
 
 
 async def execute(
