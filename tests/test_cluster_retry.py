@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
+from computenode.services import QUEUED_NOTICE_AFTER
 from tests.support import Process, free_port, start_web_node, wait_until
 from tests.test_cluster import SECRET, WHO, ComputeNodeProcess, node_status, publish, served_by, start_compute
 
@@ -93,12 +94,19 @@ async def test_requests_queued_on_a_killed_node_run_on_the_other(
     loop = asyncio.get_running_loop()
     waiting = [loop.create_task(served_by(http, nodes.router, nodes.router_auth, nodes.who)) for _ in range(10)]
 
-    async def settled() -> bool:
-        """Every request either answered (by the free node) or waits for the busy node's shell."""
-        queued = sum(pool.queued for pool in (await node_status(nodes.busy.uri)).pools)
-        return queued >= 1 and queued + sum(task.done() for task in waiting) == len(waiting)
+    settled_at: list[float] = []
 
-    await wait_until(settled, timeout=10, what="requests queued on the busy node")
+    async def reported_queued() -> bool:
+        """Every request either answered (by the free node) or waits for the busy node's shell,
+        for long enough that the node has reported it QUEUED (after QUEUED_NOTICE_AFTER)."""
+        queued = sum(pool.queued for pool in (await node_status(nodes.busy.uri)).pools)
+        if not (queued >= 1 and queued + sum(task.done() for task in waiting) == len(waiting)):
+            settled_at.clear()
+            return False
+        settled_at[:1] = settled_at[:1] or [loop.time()]
+        return loop.time() - settled_at[0] >= 10 * QUEUED_NOTICE_AFTER
+
+    await wait_until(reported_queued, timeout=10, what="requests queued on the busy node, and reported")
     nodes.busy.process.kill()
     served = await asyncio.wait_for(asyncio.gather(*waiting), 30)
     # Every request ran, on the surviving node; the one running on the dead node failed with a 503.
