@@ -9,7 +9,7 @@ by computenode/interceptors.py). Every channel to a compute node should come fro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,16 @@ from typing import Any
 import grpc
 
 SECRET_METADATA_KEY = "x-o16n-compute-secret"
-Options = Sequence[tuple[str, Any]]
+# Every channel to a compute node: keepalive pings find a dead node within seconds (even when
+# idle), and a node that comes back is reconnected to within a second.
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 
 def _with_secret(details: Any, secret: str) -> Any:
@@ -83,10 +92,15 @@ class ChannelFactory:
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((SECRET_METADATA_KEY, self.secret),) if self.secret else ()
 
-    def open(self, target: str, options: Options = (), *, intercept: bool = True) -> grpc.aio.Channel:
-        """A channel to `target`; with `intercept=False` the caller passes `metadata()` on each call itself."""
+    def open(self, target: str, *, max_message: int = 64 << 20, intercept: bool = True) -> grpc.aio.Channel:
+        """A channel to `target` (keepalive, fast reconnects, messages up to `max_message` bytes);
+        with `intercept=False` the caller passes `metadata()` on each call itself."""
         interceptors = [_Secret(self.secret)] if self.secret and intercept else None
-        all_options = list(options)
+        all_options: list[tuple[str, Any]] = [
+            *CHANNEL_OPTIONS,
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ]
         if self.tls and self.server_name:
             all_options.append(("grpc.ssl_target_name_override", self.server_name))
         if self.tls:

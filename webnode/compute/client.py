@@ -148,20 +148,7 @@ class NodeClient:
         channels = channels or ChannelFactory()
         self._metadata = channels.metadata()
         # The secret goes on each call explicitly: an interceptor would slow the Call stream down.
-        self._channel = channels.open(
-            self.target,
-            intercept=False,
-            options=[
-                ("grpc.max_receive_message_length", 1 << 30),
-                ("grpc.max_send_message_length", 1 << 30),
-                ("grpc.keepalive_time_ms", 10_000),
-                ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-                ("grpc.http2.max_pings_without_data", 0),
-                ("grpc.initial_reconnect_backoff_ms", 100),
-                ("grpc.max_reconnect_backoff_ms", 1000),
-            ],
-        )
+        self._channel = channels.open(self.target, intercept=False, max_message=1 << 30)
         self._stub = pb_grpc.ComputeStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._streams: list[_Stream | None] = [None] * max(1, streams)

@@ -95,17 +95,7 @@ class ComputeCluster:
         """The Sessions service of a node (sessions, and the snapshot cache), one channel per node."""
         entry = self._sessions.get(uri)
         if entry is None:
-            channel = self.channels.open(
-                grpc_target(uri),
-                options=[
-                    ("grpc.max_receive_message_length", 64 << 20),
-                    ("grpc.max_send_message_length", 64 << 20),
-                    ("grpc.keepalive_time_ms", 10_000),
-                    ("grpc.keepalive_timeout_ms", 5_000),
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
-                ],
-            )
+            channel = self.channels.open(grpc_target(uri), max_message=64 << 20)
             entry = self._sessions[uri] = (channel, spb_grpc.SessionsStub(channel))  # type: ignore[no-untyped-call]
         return entry[1]
 

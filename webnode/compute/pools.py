@@ -167,9 +167,6 @@ class PoolSync:
     def _stub(self, uri: str) -> ppb_grpc.PoolsStub:
         entry = self._stubs.get(uri)
         if entry is None:
-            channel = self._cluster.channels.open(
-                grpc_target(uri),
-                options=[("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)],
-            )
+            channel = self._cluster.channels.open(grpc_target(uri))
             entry = self._stubs[uri] = (channel, ppb_grpc.PoolsStub(channel))  # type: ignore[no-untyped-call]
         return entry[1]

@@ -38,10 +38,7 @@ class RealtimeDispatcher:
     def _stub(self, client: NodeClient) -> rpb_grpc.RealtimeStub:
         entry = self._channels.get(client.target)
         if entry is None:
-            channel = self._cluster.channels.open(
-                client.target,
-                [("grpc.max_receive_message_length", 1 << 30), ("grpc.max_send_message_length", 1 << 30)],
-            )
+            channel = self._cluster.channels.open(client.target, max_message=1 << 30)
             entry = (channel, rpb_grpc.RealtimeStub(channel))  # type: ignore[no-untyped-call]
             self._channels[client.target] = entry
         return entry[1]
