@@ -70,8 +70,7 @@ class ShellProcess:
         # Set when the shell must not serve another request (stray child processes, ...).
         self.recycle_reason = ""
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._connection: protocol.FrameConnection | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._cancelled = False
@@ -109,7 +108,9 @@ class ShellProcess:
             raise
         finally:
             child.close()
-        self._reader, self._writer = await asyncio.open_unix_connection(sock=parent, limit=2**26)
+        _, self._connection = await asyncio.get_running_loop().create_unix_connection(
+            protocol.FrameConnection, sock=parent
+        )
         reply, _ = await self.request({"op": "ping"}, timeout=timeout)
         if not reply.get("ok"):
             raise ShellCrashed(f"{self.spec.runtime} shell failed to start: {reply.get('error')}")
@@ -135,15 +136,18 @@ class ShellProcess:
         self, header: dict[str, Any], *blobs: bytes, timeout: float | None = None
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Send one frame and wait for the reply; ShellCrashed if the child dies, Timeout after `timeout`."""
-        if self._writer is None or self._reader is None:
+        connection = self._connection
+        if connection is None:
             raise ShellCrashed("shell is not running")
         self._idle.clear()
+        timer: asyncio.TimerHandle | None = None
         try:
-            self._writer.write(protocol.encode(header, *blobs))
-            await self._writer.drain()
-            async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
-                reply = await protocol.read_frame(self._reader)
-        except TimeoutError:
+            connection.send(header, *blobs)
+            future = connection.reply()
+            if timeout is not None:  # a timer on the reply itself: no task, no timeout context
+                timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
+            reply = await future
+        except _Expired:
             await self.kill()
             raise Timeout(f"execution did not finish within {timeout:g} seconds; the shell was replaced") from None
         except (protocol.ProtocolError, ConnectionError, OSError):
@@ -154,6 +158,8 @@ class ShellProcess:
                 ) from None
             raise ShellCrashed(f"the {self.spec.runtime} shell exited unexpectedly ({_describe(code)})") from None
         finally:
+            if timer is not None:
+                timer.cancel()
             self._idle.set()
         if reply[0].get("strays"):
             self.recycle_reason = f"user code left {reply[0]['strays']} child process(es) running"
@@ -199,8 +205,8 @@ class ShellProcess:
 
     async def terminate(self, grace: float = 2.0) -> None:
         """Ask nicely (close the socket), then SIGTERM, then SIGKILL the process group."""
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None:
+            self._connection.close()
         for step in (None, signal.SIGTERM, signal.SIGKILL):
             if step is not None:
                 self.send_signal(step)
@@ -218,10 +224,9 @@ class ShellProcess:
             return False
 
     async def _reap(self) -> int | None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self._reader = None
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         if self._proc is None:
             return None
         if not await self._wait(1.0):
@@ -260,6 +265,15 @@ class ShellProcess:
 
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+class _Expired(Exception):
+    """A shell request's time limit passed."""
+
+
+def _expire(future: asyncio.Future[tuple[dict[str, Any], list[bytes]]]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
 
 
 def _describe(code: int | None) -> str:

@@ -8,9 +8,10 @@ import this module; the child side uses the blocking functions on a plain socket
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import struct
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -40,37 +41,112 @@ def _split(header: dict[str, Any], payload: bytes) -> list[bytes]:
     return parts
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[dict[str, Any], list[bytes]]:
-    try:
-        prefix = await reader.readexactly(_PREFIX.size)
-        head_len, payload_len = _PREFIX.unpack(prefix)
-        if head_len > MAX_HEADER:
-            raise ProtocolError("frame header too large")
-        head = await reader.readexactly(head_len)
-        payload = await reader.readexactly(payload_len) if payload_len else b""
-    except asyncio.IncompleteReadError as exc:
-        raise ProtocolError("shell closed its connection") from exc
-    header = orjson.loads(head)
-    return header, _split(header, payload)
+class FrameConnection(asyncio.Protocol):
+    """The compute node's end of a shell's socket: frames out, reply frames in, one at a time.
+
+    A protocol rather than a StreamReader: a reply is parsed where its bytes arrive and hands
+    its waiter the frame directly (the per-request path of every execution).
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._frames: collections.deque[tuple[dict[str, Any], list[bytes]]] = collections.deque()
+        self._waiter: asyncio.Future[tuple[dict[str, Any], list[bytes]]] | None = None
+        self._lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        while len(buffer) >= _PREFIX.size:
+            head_len, payload_len = _PREFIX.unpack_from(buffer)
+            if head_len > MAX_HEADER:
+                self._close(ProtocolError("frame header too large"))
+                return
+            end = _PREFIX.size + head_len + payload_len
+            if len(buffer) < end:
+                return
+            view = memoryview(buffer)
+            try:
+                header = orjson.loads(view[_PREFIX.size : _PREFIX.size + head_len])
+                payload = bytes(view[_PREFIX.size + head_len : end]) if payload_len else b""
+            except orjson.JSONDecodeError:
+                view.release()
+                self._close(ProtocolError("malformed frame header"))
+                return
+            view.release()
+            del buffer[:end]
+            frame = (header, _split(header, payload))
+            waiter, self._waiter = self._waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+            else:
+                self._frames.append(frame)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = ProtocolError("shell closed its connection")
+        self._transport = None
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(self._lost)
+
+    def _close(self, error: ProtocolError) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._lost = error
+
+    def send(self, header: dict[str, Any], *blobs: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            raise ProtocolError("shell closed its connection")
+        self._transport.write(encode(header, *blobs))
+
+    def reply(self) -> asyncio.Future[tuple[dict[str, Any], list[bytes]]]:
+        """The next frame from the shell (a future: await it)."""
+        future: asyncio.Future[tuple[dict[str, Any], list[bytes]]] = asyncio.get_running_loop().create_future()
+        if self._frames:
+            future.set_result(self._frames.popleft())
+        elif self._lost is not None:
+            future.set_exception(self._lost)
+        else:
+            self._waiter = future
+        return future
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytes:
-    buf = bytearray(size)
-    view = memoryview(buf)
-    got = 0
-    while got < size:
-        n = sock.recv_into(view[got:], size - got)
-        if n == 0:
-            raise ProtocolError("connection closed")
-        got += n
-    return bytes(buf)
+class FrameReader:
+    """The shell's end: reads whole frames from a blocking socket, most in one recv call."""
 
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = bytearray()
 
-def recv_frame(sock: socket.socket) -> tuple[dict[str, Any], list[bytes]]:
-    head_len, payload_len = _PREFIX.unpack(_recv_exactly(sock, _PREFIX.size))
-    header = orjson.loads(_recv_exactly(sock, head_len))
-    payload = _recv_exactly(sock, payload_len) if payload_len else b""
-    return header, _split(header, payload)
+    def recv(self) -> tuple[dict[str, Any], list[bytes]]:
+        buffer = self._buffer
+        need = _PREFIX.size
+        while True:
+            if len(buffer) >= _PREFIX.size:
+                head_len, payload_len = _PREFIX.unpack_from(buffer)
+                if head_len > MAX_HEADER:
+                    raise ProtocolError("frame header too large")
+                end = _PREFIX.size + head_len + payload_len
+                if len(buffer) >= end:
+                    view = memoryview(buffer)
+                    header = orjson.loads(view[_PREFIX.size : _PREFIX.size + head_len])
+                    payload = bytes(view[_PREFIX.size + head_len : end]) if payload_len else b""
+                    view.release()
+                    del buffer[:end]
+                    return header, _split(header, payload)
+                need = end - len(buffer)
+            chunk = self._sock.recv(max(need, 65536))
+            if not chunk:
+                raise ProtocolError("connection closed")
+            buffer += chunk
 
 
 def send_frame(sock: socket.socket, header: dict[str, Any], *blobs: bytes) -> None:

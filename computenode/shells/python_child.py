@@ -52,6 +52,7 @@ class Interrupted(BaseException):
 class PythonShell:
     def __init__(self, sock: socket.socket, root: str) -> None:
         self.sock = sock
+        self.frames = protocol.FrameReader(sock)
         self.root = root
         self.service: LoadedService | None = None
         self.session: dict[str, Any] | None = None
@@ -66,7 +67,7 @@ class PythonShell:
     def serve(self) -> None:
         while True:
             try:
-                header, blobs = protocol.recv_frame(self.sock)
+                header, blobs = self.frames.recv()
             except (protocol.ProtocolError, OSError):
                 return
             op = header.get("op")

@@ -176,6 +176,7 @@ class RShell:
         self.ri = ri
         self.rlib: Any = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib
         self.sock = sock
+        self.frames = protocol.FrameReader(sock)
         self.root = root
         self.service: LoadedService | None = None
         self.executing = False
@@ -211,7 +212,7 @@ class RShell:
     def serve(self) -> None:
         while True:
             try:
-                header, blobs = protocol.recv_frame(self.sock)
+                header, blobs = self.frames.recv()
             except (protocol.ProtocolError, OSError):
                 return
             op = header.get("op")
