@@ -164,6 +164,7 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
         log_path=str(Path(settings.data_dir).resolve() / "logs"),
         realtime=realtime,
         sessions=sessions,
+        reply_hold=settings.reply_batch_hold_ms / 1000,
     )
     pb_grpc.add_ComputeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     realtime_pb2_grpc.add_RealtimeServicer_to_server(RealtimeServicer(realtime), server)  # type: ignore[no-untyped-call]

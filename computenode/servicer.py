@@ -18,6 +18,7 @@ from computenode.sessions import SessionRegistry
 
 logger = logging.getLogger(__name__)
 API_VERSION = "1.0"
+REPLY_BATCH_MAX = 64
 _RUNTIME_ENUM = {"python": pb.PYTHON, "r": pb.R}
 
 
@@ -49,6 +50,16 @@ class _StreamProgress:
         await future
 
 
+def _take_ready(replies: asyncio.Queue[pb.CallReply | None], batch: list[pb.CallReply]) -> bool:
+    """Move the replies already queued into `batch`; True when the stream's end was among them."""
+    while not replies.empty():
+        more = replies.get_nowait()
+        if more is None:
+            return True
+        batch.append(more)
+    return False
+
+
 def _mark_sent(batch: list[pb.CallReply], written: dict[int, asyncio.Future[None]]) -> None:
     """Resolve the STARTED notices of `batch`, now handed to the stream."""
     for sent in batch:
@@ -68,8 +79,10 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         log_path: str,
         realtime: RealtimeModels | None = None,
         sessions: SessionRegistry | None = None,
+        reply_hold: float = 0.0,
     ) -> None:
         self._node_id = node_id
+        self._reply_hold = reply_hold
         self._pools = pools
         self._unavailable = unavailable
         self._registry = registry
@@ -83,17 +96,20 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
         written: dict[int, asyncio.Future[None]] = {}  # STARTED notices, resolved once sent
+        owed = [0]  # requests received whose reply is not yet queued
 
         async def handle(request: pb.CallRequest) -> None:
             try:
                 reply = await self._answer(request, _StreamProgress(request.id, replies, written))
             except Exception as exc:
                 reply = pb.CallReply(id=request.id, error=error_message(exc))
+            owed[0] -= 1
             replies.put_nowait(reply)
 
         async def read() -> None:
             try:
                 async for batch in request_iterator:
+                    owed[0] += len(batch.calls)
                     for request in batch.calls:
                         task = asyncio.get_running_loop().create_task(handle(request))
                         tasks.add(task)
@@ -106,15 +122,13 @@ class ComputeServicer(pb_grpc.ComputeServicer):
         reader = asyncio.get_running_loop().create_task(read())
         try:
             while (reply := await replies.get()) is not None:
-                # Send every reply that is ready as one message.
+                # Every reply that is ready goes out as one message. While other requests of the
+                # stream are still running, the next replies are awaited for up to `reply_hold`:
+                # a message costs both nodes far more CPU than one more reply in it.
                 batch = [reply]
-                end = False
-                while not replies.empty():
-                    more = replies.get_nowait()
-                    if more is None:
-                        end = True
-                        break
-                    batch.append(more)
+                end = _take_ready(replies, batch)
+                if not end and not written and owed[0] and self._reply_hold > 0:
+                    end = await self._gather(replies, batch, owed, written)
                 yield pb.ReplyBatch(replies=batch)
                 if written:
                     _mark_sent(batch, written)
@@ -124,6 +138,30 @@ class ComputeServicer(pb_grpc.ComputeServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    async def _gather(
+        self,
+        replies: asyncio.Queue[pb.CallReply | None],
+        batch: list[pb.CallReply],
+        owed: list[int],
+        written: dict[int, asyncio.Future[None]],
+    ) -> bool:
+        """Add replies to `batch` while requests of the stream still owe one, for at most
+        `reply_hold` seconds, and none waits for its STARTED notice to go out; True when the
+        stream ended."""
+        deadline = asyncio.get_running_loop().time() + self._reply_hold
+        while len(batch) < REPLY_BATCH_MAX and owed[0] and not written:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    more = await replies.get()
+            except TimeoutError:
+                return False
+            if more is None:
+                return True
+            batch.append(more)
+            if _take_ready(replies, batch):
+                return True
+        return False
 
     async def _answer(self, request: pb.CallRequest, progress: _StreamProgress) -> pb.CallReply:
         kind = request.WhichOneof("kind")

@@ -22,6 +22,11 @@ class ComputeNodeSettings:
     shell_acquire_timeout: float = setting(
         30.0, "Seconds a request waits for a free shell before it fails as busy (503)."
     )
+    reply_batch_hold_ms: float = setting(
+        1.0,
+        "Milliseconds a finished execution's reply may wait for those of other requests still running "
+        "on the same web-node stream, so that they travel as one gRPC message (0: send each at once).",
+    )
     shell_queue_limit: int = setting(1000, "Most requests waiting for a shell per pool; more fail at once.")
     shell_max_uses: int = setting(10000, "A shell is replaced after this many requests.")
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
@@ -101,6 +106,8 @@ class ComputeNodeSettings:
             raise SettingsError("O16N_COMPUTE_TLS_CLIENT_CA needs O16N_COMPUTE_TLS_CERT and O16N_COMPUTE_TLS_KEY")
         if self.shell_cgroup not in ("auto", "off"):
             raise SettingsError(f"O16N_SHELL_CGROUP must be auto or off, got {self.shell_cgroup!r}")
+        if not 0 <= self.reply_batch_hold_ms <= 1000:
+            raise SettingsError("O16N_REPLY_BATCH_HOLD_MS must be between 0 and 1000")
         if self.shell_pids_limit < 0:
             raise SettingsError("O16N_SHELL_PIDS_LIMIT must be 0 (unlimited) or positive")
         if self.shell_acquire_timeout <= 0 or self.execution_timeout <= 0:
