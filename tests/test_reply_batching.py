@@ -78,7 +78,9 @@ def execute(seconds: float) -> pb.ExecuteServiceRequest:
     return pb.ExecuteServiceRequest(service_key=SLEEPY.key, inputs_json=orjson.dumps({"seconds": seconds}))
 
 
-async def read_replies(call: grpc.aio.StreamStreamCall, count: int, started: float = 0.0) -> list[tuple[float, list[int]]]:
+async def read_replies(
+    call: grpc.aio.StreamStreamCall, count: int, started: float = 0.0
+) -> list[tuple[float, list[int]]]:
     messages: list[tuple[float, list[int]]] = []
     seen = 0
     while seen < count:
