@@ -29,6 +29,7 @@ from computenode.limits import ShellLimits
 from computenode.shells.process import ShellProcess, ShellSpec
 
 logger = logging.getLogger(__name__)
+_WORN = "worn"  # the recycle reason of a healthy shell that reached max_uses
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class ShellPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        # Worn shells (max_uses reached) serving on while their replacement starts, and those
+        # whose replacement is ready, to leave when next idle.
+        self._retiring: set[ShellProcess] = set()
+        self._retired: set[ShellProcess] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -159,7 +164,18 @@ class ShellPool:
         self._busy.discard(shell)
         shell.uses += 1
         reason = "closing" if self._closed else self._recycle_reason(shell, broken)
+        if reason == _WORN:
+            # A healthy shell that served max_uses requests keeps serving while its replacement
+            # starts, and leaves once that one is ready: no request waits for the start.
+            if shell not in self._retiring:
+                self._retiring.add(shell)
+                self._spawn_replacement(shell)
+            self._idle.append(shell)
+            self._wake_one()
+            return
         if reason:
+            self._retiring.discard(shell)
+            self._retired.discard(shell)
             if not self._closed:
                 self._recycled += 1
                 logger.info("replacing %s shell %s: %s", self.spec.runtime, shell.pid, reason)
@@ -176,9 +192,11 @@ class ShellPool:
             return "its request failed"
         if shell.recycle_reason:
             return shell.recycle_reason
+        if shell in self._retired:
+            return f"it served {shell.uses} requests and its replacement is ready"
         if shell.uses >= self.config.max_uses:
-            return f"it served {shell.uses} requests"
-        if self._size() >= self.config.max_size:  # the pool was resized below its shells
+            return _WORN
+        if self._size() - len(self._retired) >= self.config.max_size:  # the pool was resized below its shells
             return "the pool shrank"
         ceiling = self.config.memory_ceiling
         if ceiling and (rss := shell.rss()) > ceiling:
@@ -271,6 +289,38 @@ class ShellPool:
             self._wake_one()
 
         task = asyncio.get_running_loop().create_task(spawn())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _spawn_replacement(self, worn: ShellProcess) -> None:
+        """Start the successor of `worn`; once it is idle, `worn` leaves (now if idle, else when released).
+
+        The successor is not counted in the pool's size while it starts (the pool briefly holds
+        one shell more than MaxSize), so the worn shell is never mistaken for one above it."""
+
+        async def replace() -> None:
+            try:
+                shell = await self._new_shell()
+            except Exception as exc:
+                logger.warning("could not start a replacement %s shell: %s", self.spec.runtime, exc)
+                self._retiring.discard(worn)  # it serves on; its next release tries again
+                return
+            if self._closed:
+                await self._discard(shell)
+                return
+            self._idle.append(shell)
+            if worn in self._retiring:  # still in the pool (it did not crash meanwhile)
+                self._retiring.discard(worn)
+                logger.info("replacing %s shell %s: it served %s requests", self.spec.runtime, worn.pid, worn.uses)
+                if worn in self._idle:
+                    self._idle.remove(worn)
+                    self._recycled += 1
+                    self._forget(worn)
+                else:
+                    self._retired.add(worn)  # busy: it leaves when released
+            self._wake_one()
+
+        task = asyncio.get_running_loop().create_task(replace())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

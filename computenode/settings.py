@@ -28,7 +28,9 @@ class ComputeNodeSettings:
         "on the same web-node stream, so that they travel as one gRPC message (0: send each at once).",
     )
     shell_queue_limit: int = setting(1000, "Most requests waiting for a shell per pool; more fail at once.")
-    shell_max_uses: int = setting(10000, "A shell is replaced after this many requests.")
+    shell_max_uses: int = setting(
+        10000, "A shell is replaced after this many requests (it serves on until its replacement is ready)."
+    )
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
     execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")
     snapshot_cache_bytes: int = setting(

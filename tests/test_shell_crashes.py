@@ -358,12 +358,40 @@ async def test_pool_recycles_after_max_uses_and_times_out_when_busy(tmp_path: Pa
         await pool.release(first)
         again = await pool.acquire()
         assert again is first
-        await pool.release(again)  # second use: replaced
-        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="the replacement")
+        await pool.release(again)  # second use: worn; it serves on while its replacement starts
+        still = await asyncio.wait_for(pool.acquire(), 0.1)  # no wait for the start
+        assert still is first
+        await pool.release(still)
+        await wait_until(
+            _true_when(lambda: first.poll() is not None and pool.figures().idle == 1),
+            timeout=60,
+            what="the replacement, and the worn shell gone",
+        )
         third = await pool.acquire()
-        assert third is not first and first.poll() is not None
-        assert pool.figures().recycled == 1
+        assert third is not first and third.poll() is None
+        assert pool.figures().recycled == 1 and pool.figures().current_size == 1
         await pool.release(third)
+    finally:
+        await pool.close()
+
+
+async def test_a_worn_shell_busy_when_its_replacement_is_ready_leaves_on_release(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, max_uses=1, max_size=2)
+    await pool.start()
+    try:
+        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="a warm shell")
+        worn = await pool.acquire()
+        await pool.release(worn)  # worn: its replacement starts
+        assert await pool.acquire() is worn  # and it keeps serving meanwhile
+        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="the replacement")
+        assert pool.figures().active == 1 and pool.figures().current_size == 2
+        await pool.release(worn)
+        figures = pool.figures()
+        assert (figures.idle, figures.active, figures.current_size, figures.recycled) == (1, 0, 1, 1)
+        await wait_until(_true_when(lambda: worn.poll() is not None), timeout=10, what="the worn shell's exit")
+        replacement = await pool.acquire()
+        assert replacement is not worn and replacement.poll() is None
+        await pool.release(replacement)
     finally:
         await pool.close()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import aiohttp
 
+from computenode.settings import ComputeNodeSettings
 from tests.bench import competitors, cpu, load
 from tests.support import (
     ADMIN_PASSWORD,
@@ -62,6 +64,13 @@ class Target:
     # Processes whose CPU time is measured during each run, by role (empty: not measured).
     roles: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
     cpu: dict[int, list[dict[str, float]]] = field(default_factory=dict)  # µs per request by role
+
+
+def shipped_pool_sizes() -> dict[str, str]:
+    """The generic pools' sizes as a compute node ships (its settings' defaults), as O16N_ settings."""
+    names = ("python_pool_initial_size", "python_pool_max_size", "r_pool_initial_size", "r_pool_max_size")
+    defaults = {f.name: f.default for f in dataclasses.fields(ComputeNodeSettings)}
+    return {f"O16N_{name.upper()}": str(defaults[name]) for name in names}
 
 
 def rss_mb(pid: int) -> float:
@@ -214,8 +223,9 @@ async def main(seconds: float, rounds: int, out: Path, note: str) -> None:
     work = Path(tempfile.mkdtemp(prefix="o16n-bench-"))
     floor_port = free_port()
     floor = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", str(floor_port)], cwd=ROOT)  # noqa: ASYNC220
-    # The shipped pool sizes (the settings' defaults): what a deployment gets without tuning.
-    compute, uri = await start_compute_node(work / "compute")
+    # The shipped pool sizes (the settings' defaults): what a deployment gets without tuning
+    # (tests.support sizes the pools down for the tests, so they are passed explicitly).
+    compute, uri = await start_compute_node(work / "compute", **shipped_pool_sizes())
     web = await start_web_node(work / "web", [uri], O16N_BCRYPT_ROUNDS="12")
     targets: list[Target] = []
     notes: list[str] = []
