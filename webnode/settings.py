@@ -40,7 +40,11 @@ class WebNodeSettings:
         600.0, "Seconds a web node waits for a compute node to answer one execution (504 after)."
     )
     health_interval: float = setting(2.0, "Seconds between health checks of each compute node.")
-    compute_streams: int = setting(2, "Long-lived gRPC streams kept open to each compute node.")
+    compute_streams: int = setting(
+        1,
+        "Long-lived gRPC streams to each compute node for requests up to 64 KiB (requests queued together share "
+        "a message, so fewer streams cost less CPU); larger requests use one more stream of their own.",
+    )
     batch_max_parallel_count: int = setting(
         100, "Cap on a batch execution's parallelCount: records of one execution running at once."
     )

@@ -1,8 +1,10 @@
 """A web node's connection to one compute node.
 
-One gRPC channel per node; service executions travel over a few long-lived `Call`
-streams, each multiplexing many requests by id, so a request costs one stream message
-each way instead of a whole unary call. If a stream breaks, its pending requests fail
+One gRPC channel per node; service executions travel over a long-lived `Call` stream
+(O16N_COMPUTE_STREAMS of them) multiplexing many requests by id, so a request costs at most
+one stream message each way instead of a whole unary call, and requests queued together
+share one (the fewer streams, the more share). Requests over BULK_BYTES go on a stream of
+their own. If a stream breaks, its pending requests fail
 with Unavailable (503), except those the node reported as still waiting for a shell (they
 never ran: NotDelivered, which the cluster sends to another node), and the next request opens
 a new stream. Unary RPCs carry administration (load a service, status), each with a deadline.
@@ -26,6 +28,9 @@ from webnode.compute.channels import ChannelFactory
 
 logger = logging.getLogger(__name__)
 ADMIN_DEADLINE = 30.0
+# Requests larger than this travel on a stream of their own: on the shared streams, messages go
+# out one after another, and a large one would hold back the small ones queued behind it.
+BULK_BYTES = 64 * 1024
 
 
 def grpc_target(uri: str) -> str:
@@ -151,7 +156,7 @@ class _Stream:
 
 
 class NodeClient:
-    def __init__(self, uri: str, *, streams: int = 2, channels: ChannelFactory | None = None) -> None:
+    def __init__(self, uri: str, *, streams: int = 1, channels: ChannelFactory | None = None) -> None:
         self.uri = uri
         self.target = grpc_target(uri)
         channels = channels or ChannelFactory()
@@ -161,14 +166,19 @@ class NodeClient:
         self._stub = pb_grpc.ComputeStub(self._channel)  # type: ignore[no-untyped-call]
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._streams: list[_Stream | None] = [None] * max(1, streams)
+        self._bulk: _Stream | None = None  # requests over BULK_BYTES: they must not hold small ones back
         self._ids = itertools.count(1)
         self.loaded: set[str] = set()  # service keys this node is known to hold
 
     @property
     def inflight(self) -> int:
-        return sum(s.load for s in self._streams if s is not None and not s.closed)
+        return sum(s.load for s in [*self._streams, self._bulk] if s is not None and not s.closed)
 
-    def _stream(self) -> _Stream:
+    def _stream(self, size: int) -> _Stream:
+        if size > BULK_BYTES:
+            if self._bulk is None or self._bulk.closed:
+                self._bulk = _Stream(self._stub, self._metadata)
+            return self._bulk
         best_index, best = 0, None
         for index, stream in enumerate(self._streams):
             if stream is None or stream.closed:
@@ -181,7 +191,7 @@ class NodeClient:
 
     async def call(self, request: pb.CallRequest, timeout: float) -> pb.CallReply:
         request.id = next(self._ids)
-        stream = self._stream()
+        stream = self._stream(request.ByteSize())
         future = stream.send(request)
         # A timer on the future itself: cheaper than wait_for, which wraps it (the hot path).
         timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
@@ -232,7 +242,7 @@ class NodeClient:
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
-        for stream in self._streams:
+        for stream in [*self._streams, self._bulk]:
             if stream is not None:
                 await stream.close()
         await self._channel.close()

@@ -1,8 +1,9 @@
-"""Replies on a Call stream travel together while other requests of the stream still run
-(O16N_REPLY_BATCH_HOLD_MS), never held longer than the setting, and not at all when it is 0.
+"""The Call stream between web and compute nodes.
 
-Talks to a real compute node over the Call stream, as a web node does, and reads which replies
-came in which message.
+Replies travel together while other requests of the stream still run (O16N_REPLY_BATCH_HOLD_MS),
+never held longer than the setting, and not at all when it is 0; large requests go on a stream
+of their own. Talks to a real compute node, as a web node does, and reads which replies came in
+which message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from common.pb import compute_pb2 as pb
 from common.pb import compute_pb2_grpc as pb_grpc
 from tests.support import Process, start_compute_node
-from webnode.compute.client import grpc_target
+from webnode.compute.client import BULK_BYTES, NodeClient, grpc_target
 
 SLEEPY = pb.ServiceDefinition(
     key="sleepy/1.0@1",
@@ -112,3 +113,20 @@ async def test_a_reply_waits_no_longer_than_the_hold(tmp_path: Path) -> None:
 async def test_without_a_hold_each_reply_goes_out_when_ready(eager: str) -> None:
     messages = await run_batch(eager, [0.0, 0.3, 0.6])
     assert [ids for _, ids in messages] == [[1], [2], [3]], messages
+
+
+async def test_large_requests_travel_on_a_stream_of_their_own(holding: str) -> None:
+    client = NodeClient(f"http://{holding}")
+    try:
+        await client.load_service(SLEEPY)
+        big = orjson.dumps({"seconds": 0.2, "pad": "x" * (2 * BULK_BYTES)})
+        small = [client.execute_service(SLEEPY.key, orjson.dumps({"seconds": 0.2}), 30) for _ in range(3)]
+        runs = [asyncio.ensure_future(c) for c in [*small, client.execute_service(SLEEPY.key, big, 30)]]
+        await asyncio.sleep(0)  # queued on their streams
+        shared, bulk = client._streams[0], client._bulk
+        assert shared is not None and bulk is not None and shared is not bulk
+        assert (shared.load, bulk.load) == (3, 1)
+        results = await asyncio.gather(*runs)
+        assert all(r.success for r in results), results  # the big one reached the node whole, too
+    finally:
+        await client.close()
