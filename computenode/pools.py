@@ -29,7 +29,6 @@ from computenode.limits import ShellLimits
 from computenode.shells.process import ShellProcess, ShellSpec
 
 logger = logging.getLogger(__name__)
-_WORN = "worn"  # the recycle reason of a healthy shell that reached max_uses
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,7 @@ class ShellPool:
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
-        # Worn shells (max_uses reached) serving on while their replacement starts, and those
-        # whose replacement is ready, to leave when next idle.
+        # Shells near max_uses whose replacement is starting, and those whose replacement is ready.
         self._retiring: set[ShellProcess] = set()
         self._retired: set[ShellProcess] = set()
 
@@ -164,15 +162,11 @@ class ShellPool:
         self._busy.discard(shell)
         shell.uses += 1
         reason = "closing" if self._closed else self._recycle_reason(shell, broken)
-        if reason == _WORN:
-            # A healthy shell that served max_uses requests keeps serving while its replacement
-            # starts, and leaves once that one is ready: no request waits for the start.
-            if shell not in self._retiring:
-                self._retiring.add(shell)
-                self._spawn_replacement(shell)
-            self._idle.append(shell)
-            self._wake_one()
-            return
+        if not reason and self._wearing(shell):
+            # Its replacement starts now, so that it is ready when this one leaves at max_uses:
+            # no request waits for a shell to start because of it.
+            self._retiring.add(shell)
+            self._spawn_replacement(shell)
         if reason:
             self._retiring.discard(shell)
             self._retired.discard(shell)
@@ -192,10 +186,9 @@ class ShellPool:
             return "its request failed"
         if shell.recycle_reason:
             return shell.recycle_reason
-        if shell in self._retired:
-            return f"it served {shell.uses} requests and its replacement is ready"
         if shell.uses >= self.config.max_uses:
-            return _WORN
+            return f"it served {shell.uses} requests"
+        # (A worn shell whose replacement is ready is one over MaxSize until it leaves.)
         if self._size() - len(self._retired) >= self.config.max_size:  # the pool was resized below its shells
             return "the pool shrank"
         ceiling = self.config.memory_ceiling
@@ -292,11 +285,21 @@ class ShellPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _spawn_replacement(self, worn: ShellProcess) -> None:
-        """Start the successor of `worn`; once it is idle, `worn` leaves (now if idle, else when released).
+    def _wearing(self, shell: ShellProcess) -> bool:
+        """Whether `shell` is within a tenth of max_uses of leaving and its successor is not started yet."""
+        ahead = self.config.max_uses // 10
+        return (
+            ahead > 0
+            and shell.uses >= self.config.max_uses - ahead
+            and shell not in self._retiring
+            and shell not in self._retired
+        )
 
-        The successor is not counted in the pool's size while it starts (the pool briefly holds
-        one shell more than MaxSize), so the worn shell is never mistaken for one above it."""
+    def _spawn_replacement(self, worn: ShellProcess) -> None:
+        """Start the successor of `worn`, which serves on until max_uses.
+
+        The successor is not counted in the pool's size while it starts, and once idle it is the
+        one shell over MaxSize until `worn` leaves."""
 
         async def replace() -> None:
             try:
@@ -309,15 +312,9 @@ class ShellPool:
                 await self._discard(shell)
                 return
             self._idle.append(shell)
-            if worn in self._retiring:  # still in the pool (it did not crash meanwhile)
+            if worn in self._retiring:  # still in the pool: it leaves at max_uses
                 self._retiring.discard(worn)
-                logger.info("replacing %s shell %s: it served %s requests", self.spec.runtime, worn.pid, worn.uses)
-                if worn in self._idle:
-                    self._idle.remove(worn)
-                    self._recycled += 1
-                    self._forget(worn)
-                else:
-                    self._retired.add(worn)  # busy: it leaves when released
+                self._retired.add(worn)
             self._wake_one()
 
         task = asyncio.get_running_loop().create_task(replace())

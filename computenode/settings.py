@@ -29,7 +29,7 @@ class ComputeNodeSettings:
     )
     shell_queue_limit: int = setting(1000, "Most requests waiting for a shell per pool; more fail at once.")
     shell_max_uses: int = setting(
-        10000, "A shell is replaced after this many requests (it serves on until its replacement is ready)."
+        10000, "A shell is replaced after this many requests (its successor starts a tenth of them ahead)."
     )
     shell_start_timeout: float = setting(60.0, "Seconds a new shell may take to start and answer.")
     execution_timeout: float = setting(600.0, "Most seconds one service execution may run before it is killed.")

@@ -358,40 +358,38 @@ async def test_pool_recycles_after_max_uses_and_times_out_when_busy(tmp_path: Pa
         await pool.release(first)
         again = await pool.acquire()
         assert again is first
-        await pool.release(again)  # second use: worn; it serves on while its replacement starts
-        still = await asyncio.wait_for(pool.acquire(), 0.1)  # no wait for the start
-        assert still is first
-        await pool.release(still)
-        await wait_until(
-            _true_when(lambda: first.poll() is not None and pool.figures().idle == 1),
-            timeout=60,
-            what="the replacement, and the worn shell gone",
-        )
+        await pool.release(again)  # second use: replaced (max_uses under 10: no successor started ahead)
+        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="the replacement")
         third = await pool.acquire()
-        assert third is not first and third.poll() is None
-        assert pool.figures().recycled == 1 and pool.figures().current_size == 1
+        assert third is not first and first.poll() is not None
+        assert pool.figures().recycled == 1
         await pool.release(third)
     finally:
         await pool.close()
 
 
-async def test_a_worn_shell_busy_when_its_replacement_is_ready_leaves_on_release(tmp_path: Path) -> None:
-    pool = _pool(tmp_path, max_uses=1, max_size=2)
+async def test_a_shell_near_max_uses_has_its_successor_ready_when_it_leaves(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, max_uses=10)  # the successor starts at 9 uses (a tenth ahead)
     await pool.start()
     try:
         await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="a warm shell")
         worn = await pool.acquire()
-        await pool.release(worn)  # worn: its replacement starts
-        assert await pool.acquire() is worn  # and it keeps serving meanwhile
-        await wait_until(_true_when(lambda: pool.figures().idle == 1), timeout=60, what="the replacement")
-        assert pool.figures().active == 1 and pool.figures().current_size == 2
-        await pool.release(worn)
+        for _ in range(8):
+            await pool.release(worn)
+            assert await pool.acquire() is worn
+        assert pool.figures().current_size == 1
+        await pool.release(worn)  # 9 uses: its successor starts; it serves on meanwhile
+        await wait_until(_true_when(lambda: pool.figures().idle == 2), timeout=60, what="the successor")
+        assert pool.figures().current_size == 2  # one over MaxSize until the worn one leaves
+        assert await pool.acquire() is worn
+        await pool.release(worn)  # 10 uses: it leaves, and its successor is already there
+        successor = await asyncio.wait_for(pool.acquire(), 0.1)
+        assert successor is not worn and successor.poll() is None
         figures = pool.figures()
-        assert (figures.idle, figures.active, figures.current_size, figures.recycled) == (1, 0, 1, 1)
+        assert (figures.current_size, figures.recycled) == (1, 1)
         await wait_until(_true_when(lambda: worn.poll() is not None), timeout=10, what="the worn shell's exit")
-        replacement = await pool.acquire()
-        assert replacement is not worn and replacement.poll() is None
-        await pool.release(replacement)
+        await pool.release(successor)
+        assert pool.figures().current_size == 1
     finally:
         await pool.close()
 
