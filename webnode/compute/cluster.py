@@ -20,6 +20,8 @@ import grpc
 
 from common.errors import AppError, PoolExhausted, ServiceNotLoaded, Unavailable, from_rpc_error
 from common.pb import compute_pb2 as pb
+from common.pb import pools_pb2_grpc as ppb_grpc
+from common.pb import realtime_pb2_grpc as rpb_grpc
 from common.pb import sessions_pb2_grpc as spb_grpc
 from webnode.compute import uris
 from webnode.compute.channels import ChannelFactory
@@ -32,6 +34,27 @@ from webnode.store.snapshots import SnapshotStore
 logger = logging.getLogger(__name__)
 COMPUTE_NODES = "compute_nodes"
 CHANNEL = "computenodes"
+
+
+@dataclass(frozen=True)
+class NodeStubs:
+    """One channel to a compute node for everything but the Call stream (NodeClient's own), and
+    the stubs of its administrative services. Large messages allowed: model and snapshot uploads."""
+
+    channel: grpc.aio.Channel
+    sessions: spb_grpc.SessionsStub
+    pools: ppb_grpc.PoolsStub
+    realtime: rpb_grpc.RealtimeStub
+
+    @classmethod
+    def open(cls, channels: ChannelFactory, uri: str) -> NodeStubs:
+        channel = channels.open(grpc_target(uri), max_message=1 << 30)
+        return cls(
+            channel,
+            spb_grpc.SessionsStub(channel),  # type: ignore[no-untyped-call]
+            ppb_grpc.PoolsStub(channel),  # type: ignore[no-untyped-call]
+            rpb_grpc.RealtimeStub(channel),  # type: ignore[no-untyped-call]
+        )
 
 
 @dataclass
@@ -61,7 +84,7 @@ class ComputeCluster:
         self.channels = channels or ChannelFactory()  # open every channel to a compute node with this
         self.snapshots = snapshots
         self.nodes: dict[str, NodeState] = {}
-        self._sessions: dict[str, tuple[grpc.aio.Channel, spb_grpc.SessionsStub]] = {}
+        self._stubs: dict[str, NodeStubs] = {}  # by node URI, also of nodes that left the list
         self._caching: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._reload_now = asyncio.Event()
@@ -88,16 +111,21 @@ class ComputeCluster:
                 await task
         await asyncio.gather(*(n.client.close() for n in self.nodes.values()), return_exceptions=True)
         self.nodes.clear()
-        await asyncio.gather(*(channel.close() for channel, _ in self._sessions.values()), return_exceptions=True)
-        self._sessions.clear()
+        await asyncio.gather(*(stubs.channel.close() for stubs in self._stubs.values()), return_exceptions=True)
+        self._stubs.clear()
+
+    def stubs(self, uri: str) -> NodeStubs:
+        """The Sessions, Pools and Realtime services of node `uri`, over one channel per node.
+
+        Kept for nodes that left the list too: their sessions are still addressed by URI."""
+        stubs = self._stubs.get(uri)
+        if stubs is None:
+            stubs = self._stubs[uri] = NodeStubs.open(self.channels, uri)
+        return stubs
 
     def sessions_stub(self, uri: str) -> spb_grpc.SessionsStub:
-        """The Sessions service of a node (sessions, and the snapshot cache), one channel per node."""
-        entry = self._sessions.get(uri)
-        if entry is None:
-            channel = self.channels.open(grpc_target(uri), max_message=64 << 20)
-            entry = self._sessions[uri] = (channel, spb_grpc.SessionsStub(channel))  # type: ignore[no-untyped-call]
-        return entry[1]
+        """The Sessions service of a node (sessions, and the snapshot cache)."""
+        return self.stubs(uri).sessions
 
     async def cache_snapshot(self, uri: str, snapshot_id: str, timeout: float) -> None:
         """Make sure node `uri` has the snapshot cached (a service's own copy) before it loads the service.

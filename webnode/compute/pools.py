@@ -23,7 +23,6 @@ from common.errors import AppError, NotFound, from_rpc_error
 from common.pb import compute_pb2 as pb
 from common.pb import pools_pb2 as ppb
 from common.pb import pools_pb2_grpc as ppb_grpc
-from webnode.compute.client import grpc_target
 from webnode.compute.cluster import ComputeCluster, NodeState
 from webnode.coord.base import Coordinator
 from webnode.service_cache import CHANNEL as SERVICES_CHANNEL
@@ -60,7 +59,6 @@ class PoolSync:
         self._cluster = cluster
         self._coordinator = coordinator
         self._interval = interval
-        self._stubs: dict[str, tuple[grpc.aio.Channel, ppb_grpc.PoolsStub]] = {}
         self._now = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -75,8 +73,6 @@ class PoolSync:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await asyncio.gather(*(channel.close() for channel, _ in self._stubs.values()), return_exceptions=True)
-        self._stubs.clear()
 
     async def changed(self) -> None:
         """Call after the store changed: reconcile now, here and on the other web nodes."""
@@ -165,8 +161,4 @@ class PoolSync:
                 logger.warning("could not reconcile dedicated pools: %s", exc.message)
 
     def _stub(self, uri: str) -> ppb_grpc.PoolsStub:
-        entry = self._stubs.get(uri)
-        if entry is None:
-            channel = self._cluster.channels.open(grpc_target(uri))
-            entry = self._stubs[uri] = (channel, ppb_grpc.PoolsStub(channel))  # type: ignore[no-untyped-call]
-        return entry[1]
+        return self._cluster.stubs(uri).pools

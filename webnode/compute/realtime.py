@@ -33,20 +33,9 @@ class RealtimeDispatcher:
     def __init__(self, cluster: ComputeCluster, models: ModelStore) -> None:
         self._cluster = cluster
         self._models = models
-        self._channels: dict[str, tuple[grpc.aio.Channel, rpb_grpc.RealtimeStub]] = {}
 
     def _stub(self, client: NodeClient) -> rpb_grpc.RealtimeStub:
-        entry = self._channels.get(client.target)
-        if entry is None:
-            channel = self._cluster.channels.open(client.target, max_message=1 << 30)
-            entry = (channel, rpb_grpc.RealtimeStub(channel))  # type: ignore[no-untyped-call]
-            self._channels[client.target] = entry
-        return entry[1]
-
-    async def close(self) -> None:
-        channels = [channel for channel, _ in self._channels.values()]
-        self._channels.clear()
-        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+        return self._cluster.stubs(client.uri).realtime
 
     async def _load(self, client: NodeClient, model_hash: str, content: bytes) -> rpb.LoadModelReply:
         request = rpb.LoadModelRequest(model_hash=model_hash, content=content)
