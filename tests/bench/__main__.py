@@ -408,7 +408,10 @@ def cpu_section(targets: list[Target]) -> list[str]:
         "## CPU time per request, by process (µs, median over rounds)",
         "",
         "What bounds the ratios on this machine: the load generator and every process of the stack share its "
-        "cores, so req/s at concurrency 8 and 64 is about the cores left by wrk divided by the sum of a row.",
+        "cores, so req/s can reach at most the cores left by wrk divided by the sum of a row. Where req/s times "
+        "the row's total stays well under those cores, the round trip of the concurrent requests bounds it "
+        "instead (o16n's compute node holds a reply up to O16N_REPLY_BATCH_HOLD_MS so that replies travel "
+        "together: less CPU per request, a longer round trip).",
         "",
         "| target | concurrency | floor | web node | compute node | shells | total |",
         "|---|---:|---:|---:|---:|---:|---:|",
