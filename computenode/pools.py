@@ -20,9 +20,10 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.errors import PoolExhausted, ShellCrashed
 from computenode.limits import ShellLimits
@@ -166,7 +167,7 @@ class ShellPool:
             # Its replacement starts now, so that it is ready when this one leaves at max_uses:
             # no request waits for a shell to start because of it.
             self._retiring.add(shell)
-            self._spawn_replacement(shell)
+            self._spawn_background(successor_of=shell)
         if reason:
             self._retiring.discard(shell)
             self._retired.discard(shell)
@@ -262,28 +263,38 @@ class ShellPool:
             raise
         return shell
 
-    def _spawn_background(self) -> None:
-        # Counted as starting from now on, so a concurrent acquire does not start one more.
-        self._starting += 1
+    def _spawn_background(self, successor_of: ShellProcess | None = None) -> None:
+        """Start a shell in the background; it joins the idle ones when ready.
+
+        A successor of a worn shell (`successor_of`) is not counted as starting (acquire may
+        still start shells up to MaxSize), and once idle it is the one shell over MaxSize until
+        the worn shell leaves at max_uses."""
+        counted = successor_of is None
+        if counted:  # counted as starting from now on, so a concurrent acquire does not start one more
+            self._starting += 1
 
         async def spawn() -> None:
             try:
                 shell = await self._new_shell()
             except Exception as exc:
                 logger.warning("could not start a %s shell: %s", self.spec.runtime, exc)
+                if successor_of is not None:
+                    self._retiring.discard(successor_of)  # it serves on; its next release tries again
                 self._wake_one()  # a waiter may start one itself
                 return
             finally:
-                self._starting -= 1
+                if counted:
+                    self._starting -= 1
             if self._closed:
                 await self._discard(shell)
                 return
             self._idle.append(shell)
+            if successor_of is not None and successor_of in self._retiring:  # still in the pool
+                self._retiring.discard(successor_of)
+                self._retired.add(successor_of)
             self._wake_one()
 
-        task = asyncio.get_running_loop().create_task(spawn())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._track(spawn())
 
     def _wearing(self, shell: ShellProcess) -> bool:
         """Whether `shell` is within a tenth of max_uses of leaving and its successor is not started yet."""
@@ -295,32 +306,6 @@ class ShellPool:
             and shell not in self._retired
         )
 
-    def _spawn_replacement(self, worn: ShellProcess) -> None:
-        """Start the successor of `worn`, which serves on until max_uses.
-
-        The successor is not counted in the pool's size while it starts, and once idle it is the
-        one shell over MaxSize until `worn` leaves."""
-
-        async def replace() -> None:
-            try:
-                shell = await self._new_shell()
-            except Exception as exc:
-                logger.warning("could not start a replacement %s shell: %s", self.spec.runtime, exc)
-                self._retiring.discard(worn)  # it serves on; its next release tries again
-                return
-            if self._closed:
-                await self._discard(shell)
-                return
-            self._idle.append(shell)
-            if worn in self._retiring:  # still in the pool: it leaves at max_uses
-                self._retiring.discard(worn)
-                self._retired.add(worn)
-            self._wake_one()
-
-        task = asyncio.get_running_loop().create_task(replace())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _wake_one(self) -> None:
         for waiter in self._waiters:
             if not waiter.done():
@@ -328,7 +313,11 @@ class ShellPool:
                 return
 
     def _forget(self, shell: ShellProcess) -> None:
-        task = asyncio.get_running_loop().create_task(self._discard(shell))
+        self._track(self._discard(shell))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` as a task the pool cancels when it closes."""
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
