@@ -90,8 +90,8 @@ bench: $(RSTAMP) $(BENCH_STAMP) services
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) -m tests.bench $(BENCH_ARGS)
 
-# RSS of the web node, compute node and shells idle, then after 1,000 services, 20 sessions
-# and about 80,000 consumptions (shell recycling and caches keep them flat).
+# RSS of the web node, compute node and shells idle, then after 1,000 services, 100 sessions
+# and 1,000,000 consumptions (shell recycling and caches keep them flat); about 8 minutes.
 bench-memory: $(STAMP) services
 	@command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 	$(PY) -m tests.bench.memory
