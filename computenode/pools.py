@@ -159,9 +159,14 @@ class ShellPool:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
-    async def release(self, shell: ShellProcess, *, broken: bool = False) -> None:
+    def room(self, shell: ShellProcess) -> int:
+        """How many more requests `shell` may serve before it leaves at max_uses (at least 1)."""
+        return max(1, self.config.max_uses - shell.uses)
+
+    async def release(self, shell: ShellProcess, *, broken: bool = False, uses: int = 1) -> None:
+        """Give `shell` back after it served `uses` requests (a run of them: see ShellProcess.request_run)."""
         self._busy.discard(shell)
-        shell.uses += 1
+        shell.uses += uses
         reason = "closing" if self._closed else self._recycle_reason(shell, broken)
         if not reason and self._wearing(shell):
             # Its replacement starts now, so that it is ready when this one leaves at max_uses:

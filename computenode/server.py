@@ -152,7 +152,11 @@ async def start_compute_node(settings: ComputeNodeSettings) -> ComputeNode:
         snapshots=sessions.cache,
     )
     registry = ServiceRegistry(
-        pools, execution_timeout=settings.execution_timeout, dedicated=dedicated, snapshots=sessions.cache
+        pools,
+        execution_timeout=settings.execution_timeout,
+        dedicated=dedicated,
+        snapshots=sessions.cache,
+        run_budget=settings.shell_run_budget_ms / 1000,
     )
     realtime = _realtime_models(settings, shells_root, python, limits)
     sessions.start()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any
 
 import grpc
 
@@ -68,6 +69,74 @@ def _mark_sent(batch: list[pb.CallReply], written: dict[int, asyncio.Future[None
             future.set_result(None)
 
 
+Answer = Callable[[pb.CallRequest, "_StreamProgress"], Awaitable[pb.CallReply]]
+
+
+class _CallStream:
+    """The requests of one Call stream: each runs as a task and queues its reply."""
+
+    def __init__(self, answer: Answer, registry: ServiceRegistry) -> None:
+        self._answer = answer
+        self._registry = registry
+        self.replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()  # None: the stream ended
+        self.written: dict[int, asyncio.Future[None]] = {}  # STARTED notices, resolved once sent
+        self.owed = 0  # requests received whose reply is not yet queued
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def read(self, request_iterator: AsyncIterator[pb.CallBatch]) -> None:
+        try:
+            async for batch in request_iterator:
+                self.owed += len(batch.calls)
+                # Requests of one service version in one message run together (execute_many).
+                services: dict[str, list[pb.CallRequest]] = {}
+                for request in batch.calls:
+                    if request.WhichOneof("kind") == "execute_service":
+                        services.setdefault(request.execute_service.service_key, []).append(request)
+                    else:
+                        self._spawn(self._handle(request))
+                for same in services.values():
+                    self._spawn(self._handle(same[0]) if len(same) == 1 else self._handle_service(same))
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self.replies.put_nowait(None)
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _progress(self, request: pb.CallRequest) -> _StreamProgress:
+        return _StreamProgress(request.id, self.replies, self.written)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _reply(self, reply: pb.CallReply) -> None:
+        self.owed -= 1
+        self.replies.put_nowait(reply)
+
+    async def _handle(self, request: pb.CallRequest) -> None:
+        try:
+            reply = await self._answer(request, self._progress(request))
+        except Exception as exc:
+            reply = pb.CallReply(id=request.id, error=error_message(exc))
+        self._reply(reply)
+
+    async def _handle_service(self, requests: list[pb.CallRequest]) -> None:
+        def deliver(index: int, outcome: pb.ExecutionResult | Exception) -> None:
+            request_id = requests[index].id
+            if isinstance(outcome, Exception):
+                self._reply(pb.CallReply(id=request_id, error=error_message(outcome)))
+            else:
+                self._reply(pb.CallReply(id=request_id, result=outcome))
+
+        await self._registry.execute_many(
+            [r.execute_service for r in requests], [self._progress(r) for r in requests], deliver
+        )
+
+
 class ComputeServicer(pb_grpc.ComputeServicer):
     def __init__(
         self,
@@ -93,33 +162,9 @@ class ComputeServicer(pb_grpc.ComputeServicer):
     async def Call(
         self, request_iterator: AsyncIterator[pb.CallBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ReplyBatch]:
-        replies: asyncio.Queue[pb.CallReply | None] = asyncio.Queue()
-        tasks: set[asyncio.Task[None]] = set()
-        written: dict[int, asyncio.Future[None]] = {}  # STARTED notices, resolved once sent
-        owed = [0]  # requests received whose reply is not yet queued
-
-        async def handle(request: pb.CallRequest) -> None:
-            try:
-                reply = await self._answer(request, _StreamProgress(request.id, replies, written))
-            except Exception as exc:
-                reply = pb.CallReply(id=request.id, error=error_message(exc))
-            owed[0] -= 1
-            replies.put_nowait(reply)
-
-        async def read() -> None:
-            try:
-                async for batch in request_iterator:
-                    owed[0] += len(batch.calls)
-                    for request in batch.calls:
-                        task = asyncio.get_running_loop().create_task(handle(request))
-                        tasks.add(task)
-                        task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
-            finally:
-                replies.put_nowait(None)
-
-        reader = asyncio.get_running_loop().create_task(read())
+        stream = _CallStream(self._answer, self._registry)
+        reader = asyncio.get_running_loop().create_task(stream.read(request_iterator))
+        replies, written = stream.replies, stream.written
         try:
             while (reply := await replies.get()) is not None:
                 # Every reply that is ready goes out as one message. While other requests of the
@@ -127,8 +172,8 @@ class ComputeServicer(pb_grpc.ComputeServicer):
                 # a message costs both nodes far more CPU than one more reply in it.
                 batch = [reply]
                 end = _take_ready(replies, batch)
-                if not end and not written and owed[0] and self._reply_hold > 0:
-                    end = await self._gather(replies, batch, owed, written)
+                if not end and not written and stream.owed and self._reply_hold > 0:
+                    end = await self._gather(stream, batch)
                 yield pb.ReplyBatch(replies=batch)
                 if written:
                     _mark_sent(batch, written)
@@ -136,21 +181,15 @@ class ComputeServicer(pb_grpc.ComputeServicer):
                     return
         finally:
             reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            stream.cancel()
 
-    async def _gather(
-        self,
-        replies: asyncio.Queue[pb.CallReply | None],
-        batch: list[pb.CallReply],
-        owed: list[int],
-        written: dict[int, asyncio.Future[None]],
-    ) -> bool:
+    async def _gather(self, stream: _CallStream, batch: list[pb.CallReply]) -> bool:
         """Add replies to `batch` while requests of the stream still owe one, for at most
         `reply_hold` seconds, and none waits for its STARTED notice to go out; True when the
         stream ended."""
         deadline = asyncio.get_running_loop().time() + self._reply_hold
-        while len(batch) < REPLY_BATCH_MAX and owed[0] and not written:
+        replies = stream.replies
+        while len(batch) < REPLY_BATCH_MAX and stream.owed and not stream.written:
             try:
                 async with asyncio.timeout_at(deadline):
                     more = await replies.get()

@@ -140,13 +140,57 @@ class ShellProcess:
         if connection is None:
             raise ShellCrashed("shell is not running")
         self._idle.clear()
+        try:
+            return await self._exchange(connection, [(header, blobs)], timeout)
+        finally:
+            self._idle.set()
+
+    async def request_run(
+        self, frames: list[tuple[dict[str, Any], tuple[bytes, ...]]], timeout: float | None = None
+    ) -> list[tuple[dict[str, Any], list[bytes]] | ShellCrashed | Timeout]:
+        """Send several requests in one write and collect their replies in order.
+
+        The shell reads them back to back, so it is woken once instead of once per request.
+        Each request has `timeout` from when the shell starts it (its predecessor's reply).
+        The list ends early with the error of the first request that crashed the shell or
+        timed out (the shell is then gone): the requests after it never started.
+        """
+        connection = self._connection
+        if connection is None:
+            raise ShellCrashed("shell is not running")
+        self._idle.clear()
+        replies: list[tuple[dict[str, Any], list[bytes]] | ShellCrashed | Timeout] = []
+        try:
+            await self._exchange(connection, frames, timeout, replies)
+        except (ShellCrashed, Timeout) as exc:
+            replies.append(exc)
+        finally:
+            self._idle.set()
+        return replies
+
+    async def _exchange(
+        self,
+        connection: protocol.FrameConnection,
+        frames: list[tuple[dict[str, Any], tuple[bytes, ...]]],
+        timeout: float | None,
+        replies: list[Any] | None = None,
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """Write `frames`, then await their replies one by one (appended to `replies`); the last one."""
+        loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
         try:
-            connection.send(header, *blobs)
-            future = connection.reply()
-            if timeout is not None:  # a timer on the reply itself: no task, no timeout context
-                timer = asyncio.get_running_loop().call_later(timeout, _expire, future)
-            reply = await future
+            connection.send_many(frames)
+            for _ in frames:
+                future = connection.reply()
+                if timeout is not None:  # a timer on the reply itself: no task, no timeout context
+                    timer = loop.call_later(timeout, _expire, future)
+                reply = await future
+                if timer is not None:
+                    timer.cancel()
+                if reply[0].get("strays"):
+                    self.recycle_reason = f"user code left {reply[0]['strays']} child process(es) running"
+                if replies is not None:
+                    replies.append(reply)
         except _Expired:
             await self.kill()
             raise Timeout(f"execution did not finish within {timeout:g} seconds; the shell was replaced") from None
@@ -160,9 +204,6 @@ class ShellProcess:
         finally:
             if timer is not None:
                 timer.cancel()
-            self._idle.set()
-        if reply[0].get("strays"):
-            self.recycle_reason = f"user code left {reply[0]['strays']} child process(es) running"
         return reply
 
     async def cancel(self, grace: float = 1.0) -> bool:

@@ -98,10 +98,14 @@ class FrameConnection(asyncio.Protocol):
             self._transport.abort()
         self._lost = error
 
-    def send(self, header: dict[str, Any], *blobs: bytes) -> None:
+    def send_many(self, frames: list[tuple[dict[str, Any], tuple[bytes, ...]]]) -> None:
+        """Write frames in one call (one wake-up of the shell for all of them)."""
         if self._transport is None or self._transport.is_closing():
             raise ProtocolError("shell closed its connection")
-        self._transport.write(encode(header, *blobs))
+        if len(frames) == 1:
+            self._transport.write(encode(frames[0][0], *frames[0][1]))
+        else:
+            self._transport.write(b"".join([encode(header, *blobs) for header, blobs in frames]))
 
     def reply(self) -> asyncio.Future[tuple[dict[str, Any], list[bytes]]]:
         """The next frame from the shell (a future: await it)."""
