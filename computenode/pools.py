@@ -69,6 +69,7 @@ class ShellPool:
         self._busy: set[ShellProcess] = set()
         self._starting = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._queued_requests = 0  # requests waiting on `_waiters` (a run counts each of its requests)
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
         # Shells near max_uses whose replacement is starting, and those whose replacement is ready.
@@ -107,10 +108,11 @@ class ShellPool:
             await self.release(shell, broken=broken)
 
     async def acquire(
-        self, service_key: str | None = None, *, on_wait: Callable[[], None] | None = None
+        self, service_key: str | None = None, *, on_wait: Callable[[], None] | None = None, requests: int = 1
     ) -> ShellProcess:
         """A shell for `service_key` (one that holds it, if idle). `on_wait` is called once if the
-        request has to wait: for a shell to start, or in the queue."""
+        request has to wait: for a shell to start, or in the queue. `requests`: how many requests
+        the shell is for (a run), as counted in the queue and its limit."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.acquire_timeout
         queued_before = False  # FIFO: a newcomer does not take a shell ahead of queued requests
@@ -133,7 +135,7 @@ class ShellPool:
                     self._starting -= 1
                 self._busy.add(shell)
                 return shell
-            if len(self._waiters) >= self.config.queue_limit:
+            if not queued_before and self._queued_requests >= self.config.queue_limit:
                 raise PoolExhausted(f"all {self.config.max_size} {self.spec.runtime} shells are busy")
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -147,6 +149,7 @@ class ShellPool:
             else:
                 self._waiters.append(waiter)
             queued_before = True
+            self._queued_requests += requests
             try:
                 await asyncio.wait_for(waiter, remaining)
             except TimeoutError:
@@ -156,6 +159,7 @@ class ShellPool:
                     self._wake_one()  # woken, then cancelled: hand the free shell to the next waiter
                 raise
             finally:
+                self._queued_requests -= requests
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
 
@@ -232,7 +236,7 @@ class ShellPool:
             current_size=self._size(),
             active=len(self._busy),
             idle=len(self._idle),
-            queued=len(self._waiters),
+            queued=self._queued_requests,
             initial_size=self.config.initial_size,
             recycled=self._recycled,
         )

@@ -175,7 +175,7 @@ class ServiceRegistry:
                     notice.waiting()
 
             try:
-                shell = await pool.acquire(service.definition.key, on_wait=waiting)
+                shell = await pool.acquire(service.definition.key, on_wait=waiting, requests=len(run))
                 broken = True
                 try:
                     started = run[: pool.room(shell)]  # the shell leaves at max_uses: the rest take another
