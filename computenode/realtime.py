@@ -2,7 +2,8 @@
 
 - ONNX models run in this process with onnxruntime (sessions built once, in an executor,
   when a service is published; runs go to a small thread pool, which onnxruntime lets run
-  without the GIL).
+  without the GIL, except those of a model whose calls take under INLINE_RUN_SECONDS,
+  which run inline: the thread hop would cost more than the call).
 - Pickled models are only ever unpickled and scored in a dedicated Python shell pool
   (computenode/pickle_models.py): unpickling runs code.
 - Concurrent requests to one ONNX model are scored together: one worker per model takes
@@ -20,6 +21,7 @@ import collections
 import concurrent.futures
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,10 @@ from computenode.pools import ShellPool
 from computenode.services import ServiceRegistry
 
 logger = logging.getLogger(__name__)
+# A model call shorter than this (a moving average) is cheaper inline than on a thread, for
+# batches of up to INLINE_ROWS rows: the event loop is held no longer than a request handler holds it.
+INLINE_RUN_SECONDS = 50e-6
+INLINE_ROWS = 64
 
 SUPPORTED = (
     "supported model formats: ONNX (e.g. scikit-learn models converted with skl2onnx) and pickled "
@@ -80,12 +86,13 @@ class OnnxEntry:
     requests: int = 0
     calls: int = 0
     batched_requests: int = 0
+    recent_run: float | None = None  # seconds per model call, a moving average
 
     async def score(self, feed: dict[str, np.ndarray], rows: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         self.requests += 1
         if not self.model.batchable or self.max_rows <= 1:
-            outputs = await loop.run_in_executor(self.executor, self.model.run, feed)
+            outputs = await self._call(feed, rows)
             self.calls += 1
             return self.model.columns(outputs, 0, rows)
         future: asyncio.Future[tuple[list[Any], int]] = loop.create_future()
@@ -126,14 +133,29 @@ class OnnxEntry:
             self.last_batch = len(batch)
             await self._run(batch)
 
+    async def _call(self, feed: dict[str, np.ndarray], rows: int) -> list[Any]:
+        """One model call. A model whose calls take less than INLINE_RUN_SECONDS runs inline for
+        up to INLINE_ROWS rows: handing it to a thread and back costs more than the call."""
+        if rows <= INLINE_ROWS and self.recent_run is not None and self.recent_run < INLINE_RUN_SECONDS:
+            return self._timed_run(feed)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed_run, feed)
+
+    def _timed_run(self, feed: dict[str, np.ndarray]) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return self.model.run(feed)
+        finally:
+            elapsed = time.perf_counter() - started
+            recent = self.recent_run
+            self.recent_run = elapsed if recent is None else recent + (elapsed - recent) / 8
+
     async def _run(self, batch: list[_Job]) -> None:
-        loop = asyncio.get_running_loop()
         if len(batch) == 1:
             feed = batch[0].feed
         else:
             feed = {name: np.concatenate([job.feed[name] for job in batch]) for name in batch[0].feed}
         try:
-            outputs = await loop.run_in_executor(self.executor, self.model.run, feed)
+            outputs = await self._call(feed, sum(job.rows for job in batch))
         except Exception as exc:
             if len(batch) > 1:  # one request spoiled the batch: score each on its own
                 for job in batch:

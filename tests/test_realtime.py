@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 from common.pb import realtime_pb2 as rpb
 from common.pb import realtime_pb2_grpc as rpb_grpc
 from computenode.onnx_models import OnnxModel
-from computenode.realtime import OnnxEntry
+from computenode.realtime import INLINE_ROWS, INLINE_RUN_SECONDS, OnnxEntry
 from tests.support import (
     WebNode,
     create_user,
@@ -509,6 +509,42 @@ async def test_batch_waits_only_for_as_many_requests_as_the_last_call() -> None:
         entry.max_wait = 0.0
         await asyncio.gather(entry.score(*feeds[0]), *(later(feed) for feed in feeds[1:]))
         assert entry.calls == 4
+
+
+class _CountingExecutor(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool that counts the calls handed to it."""
+
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+async def test_a_fast_model_runs_inline_and_slow_or_large_calls_on_a_thread() -> None:
+    """A call shorter than a thread hop runs on the event loop; the rest go to the executor."""
+    model, onx = linear(2.5)
+    onnx_model = OnnxModel.load(onx, 1)
+    feed = onnx_model.prepare(input_data(X_TEST[:1])["inputData"])
+    expected = model.predict(X_TEST[:1]).tolist()
+    with _CountingExecutor(1) as executor:
+        entry = OnnxEntry(onnx_model, executor, max_rows=64, max_wait=0.0)
+        for _ in range(200):  # the first calls, timed on the thread, teach the entry the model's speed
+            result = await entry.score(*feed)
+        assert executor.submitted >= 1
+        assert entry.recent_run is not None and entry.recent_run < INLINE_RUN_SECONDS
+        before = executor.submitted
+        for _ in range(20):
+            result = await entry.score(*feed)
+            assert result["variable"][0] == pytest.approx(expected[0], rel=1e-5)
+        assert executor.submitted == before  # all inline
+        rows = np.repeat(X_TEST[:1], INLINE_ROWS + 1, axis=0)
+        large = await entry.score(*onnx_model.prepare(input_data(rows)["inputData"]))
+        assert executor.submitted == before + 1  # a large batch goes to the thread however fast the model
+        assert large["variable"] == pytest.approx(expected * (INLINE_ROWS + 1), rel=1e-5)
+        entry.recent_run = 1.0  # as a slow model's calls would have taught it
+        await entry.score(*feed)
+        assert executor.submitted == before + 2
 
 
 async def test_model_is_loaded_ahead_at_publish(server: WebNode, http: aiohttp.ClientSession) -> None:
