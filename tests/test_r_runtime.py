@@ -264,3 +264,50 @@ async def test_r_to_json_conversions_keep_none_alive() -> None:
     assert process.returncode == 0, err.decode()
     lost = int(out.decode().split()[-1])
     assert abs(lost) < 100, f"None lost {lost} references over 20,000 conversions"
+
+
+# R values a scalar output may be left with; each read both ways: the C-level fast path
+# (r_values.scalar_from_r, None when it declines) and from_r.
+_SCALAR_PROBE = r"""
+import importlib, json
+ri = importlib.import_module("rpy2.rinterface")
+ri.initr()
+from computenode.shells import r_values
+rv = r_values.RValues()
+cases = [
+    ("numeric", "3.5"), ("numeric", "NA_real_"), ("numeric", "NaN"), ("numeric", "-Inf"), ("numeric", "2L"),
+    ("numeric", "TRUE"), ("numeric", "c(a = 1)"), ("numeric", "as.Date('2020-01-02')"), ("numeric", "NULL"),
+    ("integer", "7L"), ("integer", "NA_integer_"), ("integer", "7"), ("integer", "factor('a')"),
+    ("logical", "FALSE"), ("logical", "NA"), ("logical", "1L"), ("character", "'x'"), ("character", "3"),
+]
+out = []
+for type_name, expr in cases:
+    value = ri.evalr(expr)
+    plain, fast = rv.scalar_from_r(type_name, value.__sexp__._cdata)
+    try:
+        slow = rv.from_r(type_name, value)
+    except Exception as exc:
+        slow = f"error: {exc}"
+    out.append([type_name, expr, plain, fast, slow])
+print(json.dumps(out))
+"""
+
+
+async def test_scalar_outputs_read_from_r_memory_match_the_general_conversion() -> None:
+    import json
+    import sys
+
+    from tests.support import ROOT
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SCALAR_PROBE, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    cases = json.loads(out.decode().splitlines()[-1])
+    taken = [expr for _, expr, plain, _, _ in cases if plain]
+    # The fast path takes the plain scalars of the output's own R type (and NULL), nothing else.
+    assert taken == ["3.5", "NA_real_", "NaN", "-Inf", "NULL", "7L", "NA_integer_", "FALSE", "NA"], cases
+    for type_name, expr, plain, fast, slow in cases:
+        if plain:
+            assert fast == slow, (type_name, expr, fast, slow)

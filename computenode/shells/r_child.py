@@ -165,6 +165,19 @@ class LoadedService:
     output_names: Any = None  # the outputs' names as an R character vector, built once
     files: workdir.Listing = field(default_factory=dict)
 
+    # The SEXPs of `code`, `base` and `output_names` (rpy2 keeps them alive while those live).
+    @property
+    def code_c(self) -> Any:
+        return self.code.__sexp__._cdata
+
+    @property
+    def base_c(self) -> Any:
+        return self.base.__sexp__._cdata
+
+    @property
+    def output_names_c(self) -> Any:
+        return self.output_names.__sexp__._cdata
+
 
 class RShell:
     def __init__(self, sock: socket.socket, root: str) -> None:
@@ -191,7 +204,13 @@ class RShell:
         self._run_r = runner["run"]
         self._parse = runner["parse_code"]
         self._clear_global = runner["clear_global"]
-        self._execute_r = runner["execute"]
+        self._execute_r = runner["execute"]  # kept: rpy2 keeps its SEXP alive
+        self._execute_c = self._execute_r.__sexp__._cdata
+        self.ffi: Any = importlib.import_module("rpy2.rinterface_lib.openrlib").ffi
+        self._error_flag = self.ffi.new("int *")
+        self._names_symbol = self.rlib.Rf_install(b"names")
+        self._geterrmessage = ri.baseenv["geterrmessage"]
+        self._wrap = importlib.import_module("rpy2.rinterface_lib.conversion")._cdata_to_rinterface
         self._new_env = ri.baseenv["new.env"]
         self._session_r = ri.evalr(_R_SESSION)
         self.session_open = False
@@ -283,29 +302,38 @@ class RShell:
             return self._failure(f"inputs are not valid JSON: {exc}"), [b"{}"]
         if not isinstance(raw, dict):
             return self._failure("inputs must be a JSON object"), [b"{}"]
-        names, bound = [], []
-        for name, type_name in service.inputs:
-            if name not in raw:
-                continue
-            try:
-                bound.append(self.r_values.to_r(type_name, raw[name]))
-            except (values.ValueError_, ValueError, TypeError, OverflowError) as exc:
-                return self._failure(f"input '{name}' ({type_name}): {exc}"), [b"{}"]
-            names.append(name)
-        inputs = self.ri.ListSexpVector(bound)
-        if names:
-            inputs.do_slot_assign("names", self.ri.StrSexpVector(names))
-        self.console.clear()
-        ok, error, found = self._execute(service.code, service.base, inputs, service.output_names)
-        changed = workdir.changed(service.files, workdir.listing(self.root))
-        outputs: dict[str, Any] = {}
-        if ok:
-            for (name, type_name), value in zip(service.outputs, found, strict=True):
+        # The whole execution goes through R's C API (computenode/shells/r_values.py): the inputs
+        # list, the call of the runner's `execute` and the scalar outputs. Every SEXP made here
+        # is protected until the outputs are read.
+        rlib, protected = self.rlib, 0
+        try:
+            present = [(name, type_name) for name, type_name in service.inputs if name in raw]
+            inputs = rlib.Rf_protect(rlib.Rf_allocVector(rlib.VECSXP, len(present)))
+            names = rlib.Rf_protect(rlib.Rf_allocVector(rlib.STRSXP, len(present)))
+            protected = 2
+            for i, (name, type_name) in enumerate(present):
                 try:
-                    outputs[name] = self.r_values.from_r(type_name, value)
-                except Exception as exc:  # any value R code can leave must fail cleanly, naming the output
-                    ok, error = False, f"output '{name}' ({type_name}): {exc}"
-                    break
+                    rlib.SET_VECTOR_ELT(inputs, i, self.r_values.scalar_to_r(type_name, raw[name]))
+                except (values.ValueError_, ValueError, TypeError, OverflowError) as exc:
+                    return self._failure(f"input '{name}' ({type_name}): {exc}"), [b"{}"]
+                rlib.SET_STRING_ELT(names, i, rlib.Rf_mkCharCE(name.encode("utf-8"), rlib.CE_UTF8))
+            rlib.Rf_setAttrib(inputs, self._names_symbol, names)
+            self.console.clear()
+            ok, error, found = self._execute(service, inputs)
+            if found is not None:
+                rlib.Rf_protect(found)
+                protected += 1
+            changed = workdir.changed(service.files, workdir.listing(self.root))
+            outputs: dict[str, Any] = {}
+            if ok:
+                for i, (name, type_name) in enumerate(service.outputs):
+                    try:
+                        outputs[name] = self._output(type_name, rlib.VECTOR_ELT(found, i))
+                    except Exception as exc:  # any value R code can leave must fail cleanly, naming the output
+                        ok, error = False, f"output '{name}' ({type_name}): {exc}"
+                        break
+        finally:
+            rlib.Rf_unprotect(protected)
         return workdir.service_reply(
             self.root,
             service.files,
@@ -317,6 +345,12 @@ class RShell:
             output_files=service.output_files,
             strays=live_children(),
         )
+
+    def _output(self, type_name: str, cdata: Any) -> Any:
+        plain, value = self.r_values.scalar_from_r(type_name, cdata)
+        if plain:
+            return value
+        return self.r_values.from_r(type_name, self._wrap(cdata))
 
     # ------------------------------------------------------------------ session ops
     def op_session_open(self, header: dict[str, Any], blobs: list[bytes]) -> Reply:
@@ -481,22 +515,36 @@ class RShell:
         self.console.clear()
         return text
 
-    def _execute(self, exprs: Any, base: Any, inputs: Any, outputs: Any) -> tuple[bool, str, list[Any]]:
-        """Run a service's code with its inputs; (ok, error, output values in declared order)."""
+    def _execute(self, service: LoadedService, inputs: Any) -> tuple[bool, str, Any]:
+        """Run a service's code with its inputs (a named R list, cdata) through the runner's
+        `execute`: (ok, error, the output values as an R list in declared order, unprotected)."""
+        rlib = self.rlib
         self.executing = True
         try:
-            status, found = self._execute_r(exprs, base, inputs, outputs)
-        except self.ri.embedded.RRuntimeError as exc:  # an interrupt or error escaping the handlers
-            self._clear_global()
-            return False, str(exc).strip() or "R evaluation failed", []
+            call = rlib.Rf_protect(
+                rlib.Rf_lang5(self._execute_c, service.code_c, service.base_c, inputs, service.output_names_c)
+            )
+            try:
+                result = rlib.R_tryEval(call, rlib.R_GlobalEnv, self._error_flag)
+            finally:
+                rlib.Rf_unprotect(1)
         finally:
             self.executing = False
-            self.rlib.R_interrupts_pending = 0
+            rlib.R_interrupts_pending = 0
             if os.getcwd() != self.root:  # setwd() in user code
                 os.chdir(self.root)
-        if status[0] != "ok":
-            return False, str(status[1]), []
-        return True, "", list(found)
+        if self._error_flag[0]:  # an interrupt or error escaping the handlers
+            self._clear_global()
+            message = str(self._geterrmessage()[0]).strip()
+            return False, message or "R evaluation failed", None
+        status = rlib.VECTOR_ELT(result, 0)
+        if self._string(status, 0) != "ok":
+            return False, self._string(status, 1), None
+        return True, "", rlib.VECTOR_ELT(result, 1)
+
+    def _string(self, cdata: Any, index: int) -> str:
+        text: bytes = self.ffi.string(self.rlib.R_CHAR(self.rlib.STRING_ELT(cdata, index)))
+        return text.decode("utf-8", "replace")
 
     def _run(self, exprs: Any, env: Any) -> tuple[bool, str]:
         self.executing = True

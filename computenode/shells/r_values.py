@@ -62,8 +62,8 @@ class RValues:
         self.as_character = ri.baseenv["as.character"]
         self.as_posixct = ri.baseenv["as.POSIXct"]
         self.r_class = ri.baseenv["class"]
-        self.na_real = float(ri.NA_Real)
-        self.rlib = importlib.import_module("rpy2.rinterface_lib.openrlib").rlib  # a NaN whose payload R reads as NA
+        self.na_real = float(ri.NA_Real)  # a NaN whose payload R reads as NA
+        self.rlib = _openrlib.rlib
 
     def to_r(self, type_name: str, value: Any) -> Any:
         """The R value (an rpy2 Sexp) a service's code receives for decoded JSON `value`."""
@@ -90,6 +90,52 @@ class RValues:
         if type_name == "matrix":
             return self._matrix(value)
         return self._data_frame(value)
+
+    def scalar_to_r(self, type_name: str, value: Any) -> Any:
+        """The R value of a scalar input (logical, numeric, integer, character) as a bare SEXP
+        (cdata), built through R's C API: rpy2's vectors cost more than the whole execution of
+        a small service. Unprotected: the caller stores it in a protected vector before R
+        allocates again."""
+        problem = check_json(type_name, value)
+        if problem:
+            raise ValueError_(problem)
+        rlib = self.rlib
+        if type_name == "numeric":
+            return rlib.Rf_ScalarReal(self.na_real if value is None else float(value))
+        if type_name == "integer":
+            if value is None:
+                return rlib.Rf_ScalarInteger(-INT_MAX - 1)
+            number = int(value)
+            if abs(number) > INT_MAX:
+                raise ValueError_(f"{number} is outside R's integer range (±{INT_MAX})")
+            return rlib.Rf_ScalarInteger(number)
+        if type_name == "logical":
+            return rlib.Rf_ScalarLogical(-INT_MAX - 1 if value is None else int(value))
+        if type_name == "character" and (value is None or "\x00" not in value):
+            if value is None:
+                return rlib.Rf_ScalarString(rlib.R_NaString)
+            return rlib.Rf_ScalarString(rlib.Rf_mkCharCE(value.encode("utf-8"), rlib.CE_UTF8))  # protects its CHARSXP
+        return self.to_r(type_name, value).__sexp__._cdata  # (a string with NUL fails here, as R refuses it)
+
+    def scalar_from_r(self, type_name: str, cdata: Any) -> tuple[bool, Any]:
+        """(True, JSON value) for a plain R scalar of a scalar output's own R type (no attributes:
+        no class, no names), read straight from R's memory; (False, None) otherwise: from_r then."""
+        rlib = self.rlib
+        if cdata == rlib.R_NilValue:
+            return True, None
+        if rlib.ATTRIB(cdata) != rlib.R_NilValue or rlib.Rf_xlength(cdata) != 1:
+            return False, None
+        rtype = cdata.sxpinfo.type
+        if type_name == "numeric" and rtype == rlib.REALSXP:
+            number = _openrlib.REAL(cdata)[0]
+            return True, number if math.isfinite(number) else None
+        if type_name == "integer" and rtype == rlib.INTSXP:
+            integer = _openrlib.INTEGER(cdata)[0]
+            return True, None if integer == -INT_MAX - 1 else integer
+        if type_name == "logical" and rtype == rlib.LGLSXP:
+            flag = _openrlib.LOGICAL(cdata)[0]
+            return True, None if flag == -INT_MAX - 1 else bool(flag)
+        return False, None
 
     def atomic(self, cells: list[Any]) -> Any:
         """An R atomic vector for a list of JSON scalars, typed as jsonlite would type it."""
