@@ -193,7 +193,7 @@ async def run(calls: int, frames: int, starts: int) -> None:
         for runtime in RUNTIMES:
             rows.append((runtime, f"x + y in a warm shell, no HTTP/gRPC, {calls} calls", *_p50_p99(direct[runtime])))
         for runtime in RUNTIMES:
-            rows.append((runtime, f"shell CPU time per x + y call (mean of {calls})", _ms(cpu[runtime]), ""))
+            rows.append((runtime, f"shell CPU time per x + y call (mean of {calls})", _us(cpu[runtime]), ""))
         cold: dict[str, list[float]] = {runtime: [] for runtime in RUNTIMES}
         for _ in range(starts):  # alternating too
             for runtime in RUNTIMES:
@@ -211,6 +211,10 @@ async def run(calls: int, frames: int, starts: int) -> None:
 
 def _p50_p99(samples: list[float]) -> tuple[str, str]:
     return _ms(percentile(samples, 0.5)), _ms(percentile(samples, 0.99))
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} µs"
 
 
 def _ms(seconds: float) -> str:
