@@ -3,10 +3,11 @@
 A lease prefers an idle shell that already holds the wanted service version (its
 initCode already ran), then any idle shell, then starts a new one while below MaxSize and
 takes whichever is free first, that one or a busy one released meanwhile; past MaxSize the
-request waits in a bounded queue until `acquire_timeout` (PoolExhausted, 503 at the web node). A shell is replaced instead of reused when it crashed, timed out, was
-killed by a cancellation, reached `max_uses`, grew past `memory_ceiling` bytes of RSS, or
-left child processes running; a replacement starts in the background whenever fewer than
-InitialSize shells are idle or starting.
+request waits in a bounded queue until `acquire_timeout` (PoolExhausted, 503 at the web
+node). A shell is replaced instead of reused when it crashed, timed out, was killed by a
+cancellation, reached `max_uses`, grew past `memory_ceiling` bytes of RSS, or left child
+processes running; a replacement starts in the background whenever fewer than InitialSize
+shells are idle or starting.
 
 A dedicated pool (one per service version with one) is the same class with a `prepare`
 hook that loads the service into each new shell before it counts as idle, so its shells
