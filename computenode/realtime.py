@@ -35,7 +35,7 @@ from common.pb import realtime_pb2 as rpb
 from computenode import pickle_models
 from computenode.onnx_models import OnnxModel
 from computenode.pools import ShellPool
-from computenode.services import ServiceRegistry
+from computenode.services import ServiceRegistry, recent_mean
 
 logger = logging.getLogger(__name__)
 # A model call shorter than this (a moving average) is cheaper inline than on a thread, for
@@ -146,8 +146,7 @@ class OnnxEntry:
             return self.model.run(feed)
         finally:
             elapsed = time.perf_counter() - started
-            recent = self.recent_run
-            self.recent_run = elapsed if recent is None else recent + (elapsed - recent) / 8
+            self.recent_run = recent_mean(self.recent_run, elapsed)
 
     async def _run(self, batch: list[_Job]) -> None:
         if len(batch) == 1:

@@ -74,6 +74,11 @@ class _WaitNotice:
             self._timer = None
 
 
+def recent_mean(previous: float | None, sample: float) -> float:
+    """A moving average that follows the last few samples (each weighs an eighth)."""
+    return sample if previous is None else previous + (sample - previous) / 8
+
+
 @dataclass(frozen=True)
 class LoadedService:
     definition: pb.ServiceDefinition
@@ -224,21 +229,10 @@ class ServiceRegistry:
     async def _run(
         self, shell: ShellProcess, service: LoadedService, request: pb.ExecuteServiceRequest
     ) -> pb.ExecutionResult:
-        if shell.loaded_key != service.definition.key:
-            failure = await self._prepare(shell, service)
-            if failure is not None:
-                return failure
-        started = time.perf_counter()
-        header, blobs = await shell.request(
-            {"op": "execute", "key": service.definition.key},
-            request.inputs_json,
-            timeout=self._execution_timeout,
-        )
-        self._timed(service.definition.key, time.perf_counter() - started, 1)
-        if header.get("not_loaded"):
-            shell.loaded_key = None
-            raise ShellCrashed("the shell lost its service state")
-        return _result(header, blobs)
+        (outcome,) = await self._run_many(shell, service, [request])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def _service(self, key: str) -> LoadedService:
         service = self._services.get(key)
@@ -254,8 +248,7 @@ class ServiceRegistry:
         """Fold a shell round trip into the service's recent execution time (per request)."""
         if requests:
             per_request = seconds / requests
-            recent = self._recent.get(key)
-            self._recent[key] = per_request if recent is None else recent + (per_request - recent) / 8
+            self._recent[key] = recent_mean(self._recent.get(key), per_request)
 
     def _run_size(self, key: str) -> int:
         """How many requests of the service one run may hold: 1 until its execution time is known."""

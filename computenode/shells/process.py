@@ -136,14 +136,10 @@ class ShellProcess:
         self, header: dict[str, Any], *blobs: bytes, timeout: float | None = None
     ) -> tuple[dict[str, Any], list[bytes]]:
         """Send one frame and wait for the reply; ShellCrashed if the child dies, Timeout after `timeout`."""
-        connection = self._connection
-        if connection is None:
-            raise ShellCrashed("shell is not running")
-        self._idle.clear()
-        try:
-            return await self._exchange(connection, [(header, blobs)], timeout)
-        finally:
-            self._idle.set()
+        (reply,) = await self.request_run([(header, blobs)], timeout)
+        if isinstance(reply, ShellCrashed | Timeout):
+            raise reply
+        return reply
 
     async def request_run(
         self, frames: list[tuple[dict[str, Any], tuple[bytes, ...]]], timeout: float | None = None
@@ -158,8 +154,8 @@ class ShellProcess:
         connection = self._connection
         if connection is None:
             raise ShellCrashed("shell is not running")
-        self._idle.clear()
         replies: list[tuple[dict[str, Any], list[bytes]] | ShellCrashed | Timeout] = []
+        self._idle.clear()
         try:
             await self._exchange(connection, frames, timeout, replies)
         except (ShellCrashed, Timeout) as exc:
@@ -173,9 +169,9 @@ class ShellProcess:
         connection: protocol.FrameConnection,
         frames: list[tuple[dict[str, Any], tuple[bytes, ...]]],
         timeout: float | None,
-        replies: list[Any] | None = None,
-    ) -> tuple[dict[str, Any], list[bytes]]:
-        """Write `frames`, then await their replies one by one (appended to `replies`); the last one."""
+        replies: list[Any],
+    ) -> None:
+        """Write `frames`, then await their replies one by one, appending each to `replies`."""
         loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle | None = None
         try:
@@ -189,8 +185,7 @@ class ShellProcess:
                     timer.cancel()
                 if reply[0].get("strays"):
                     self.recycle_reason = f"user code left {reply[0]['strays']} child process(es) running"
-                if replies is not None:
-                    replies.append(reply)
+                replies.append(reply)
         except _Expired:
             await self.kill()
             raise Timeout(f"execution did not finish within {timeout:g} seconds; the shell was replaced") from None
@@ -204,7 +199,6 @@ class ShellProcess:
         finally:
             if timer is not None:
                 timer.cancel()
-        return reply
 
     async def cancel(self, grace: float = 1.0) -> bool:
         """Interrupt the running request; kill the shell if it has not answered within `grace` s.

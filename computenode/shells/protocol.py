@@ -41,6 +41,32 @@ def _split(header: dict[str, Any], payload: bytes) -> list[bytes]:
     return parts
 
 
+Frame = tuple[dict[str, Any], list[bytes]]
+
+
+def take_frame(buffer: bytearray) -> Frame | int:
+    """Remove the first whole frame from `buffer` and return it, or the number of bytes it still
+    lacks; ProtocolError for a header too large or not JSON."""
+    if len(buffer) < _PREFIX.size:
+        return _PREFIX.size - len(buffer)
+    head_len, payload_len = cast(tuple[int, int], _PREFIX.unpack_from(buffer))
+    if head_len > MAX_HEADER:
+        raise ProtocolError("frame header too large")
+    end = _PREFIX.size + head_len + payload_len
+    if len(buffer) < end:
+        return end - len(buffer)
+    view = memoryview(buffer)
+    try:
+        header: dict[str, Any] = orjson.loads(view[_PREFIX.size : _PREFIX.size + head_len])
+        payload = bytes(view[_PREFIX.size + head_len : end]) if payload_len else b""
+    except orjson.JSONDecodeError:
+        raise ProtocolError("malformed frame header") from None
+    finally:
+        view.release()
+    del buffer[:end]
+    return header, _split(header, payload)
+
+
 class FrameConnection(asyncio.Protocol):
     """The compute node's end of a shell's socket: frames out, reply frames in, one at a time.
 
@@ -59,27 +85,15 @@ class FrameConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        while len(buffer) >= _PREFIX.size:
-            head_len, payload_len = _PREFIX.unpack_from(buffer)
-            if head_len > MAX_HEADER:
-                self._close(ProtocolError("frame header too large"))
-                return
-            end = _PREFIX.size + head_len + payload_len
-            if len(buffer) < end:
-                return
-            view = memoryview(buffer)
+        self._buffer += data
+        while True:
             try:
-                header = orjson.loads(view[_PREFIX.size : _PREFIX.size + head_len])
-                payload = bytes(view[_PREFIX.size + head_len : end]) if payload_len else b""
-            except orjson.JSONDecodeError:
-                view.release()
-                self._close(ProtocolError("malformed frame header"))
+                frame = take_frame(self._buffer)
+            except ProtocolError as exc:
+                self._close(exc)
                 return
-            view.release()
-            del buffer[:end]
-            frame = (header, _split(header, payload))
+            if isinstance(frame, int):
+                return
             waiter, self._waiter = self._waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
@@ -130,27 +144,13 @@ class FrameReader:
         self._sock = sock
         self._buffer = bytearray()
 
-    def recv(self) -> tuple[dict[str, Any], list[bytes]]:
-        buffer = self._buffer
-        need = _PREFIX.size
-        while True:
-            if len(buffer) >= _PREFIX.size:
-                head_len, payload_len = _PREFIX.unpack_from(buffer)
-                if head_len > MAX_HEADER:
-                    raise ProtocolError("frame header too large")
-                end = _PREFIX.size + head_len + payload_len
-                if len(buffer) >= end:
-                    view = memoryview(buffer)
-                    header = orjson.loads(view[_PREFIX.size : _PREFIX.size + head_len])
-                    payload = bytes(view[_PREFIX.size + head_len : end]) if payload_len else b""
-                    view.release()
-                    del buffer[:end]
-                    return header, _split(header, payload)
-                need = end - len(buffer)
-            chunk = self._sock.recv(max(need, 65536))
+    def recv(self) -> Frame:
+        while isinstance(frame := take_frame(self._buffer), int):
+            chunk = self._sock.recv(max(frame, 65536))
             if not chunk:
                 raise ProtocolError("connection closed")
-            buffer += chunk
+            self._buffer += chunk
+        return frame
 
 
 def send_frame(sock: socket.socket, header: dict[str, Any], *blobs: bytes) -> None:

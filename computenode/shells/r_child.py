@@ -22,11 +22,13 @@ process; the compute node sees the shell exit and replaces it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -519,8 +521,7 @@ class RShell:
         """Run a service's code with its inputs (a named R list, cdata) through the runner's
         `execute`: (ok, error, the output values as an R list in declared order, unprotected)."""
         rlib = self.rlib
-        self.executing = True
-        try:
+        with self._evaluating():
             call = rlib.Rf_protect(
                 rlib.Rf_lang5(self._execute_c, service.code_c, service.base_c, inputs, service.output_names_c)
             )
@@ -528,11 +529,6 @@ class RShell:
                 result = rlib.R_tryEval(call, rlib.R_GlobalEnv, self._error_flag)
             finally:
                 rlib.Rf_unprotect(1)
-        finally:
-            self.executing = False
-            rlib.R_interrupts_pending = 0
-            if os.getcwd() != self.root:  # setwd() in user code
-                os.chdir(self.root)
         if self._error_flag[0]:  # an interrupt or error escaping the handlers
             self._clear_global()
             message = str(self._geterrmessage()[0]).strip()
@@ -542,21 +538,29 @@ class RShell:
             return False, self._string(status, 1), None
         return True, "", rlib.VECTOR_ELT(result, 1)
 
+    @contextlib.contextmanager
+    def _evaluating(self) -> Iterator[None]:
+        """User code runs (SIGINT interrupts it); afterwards no interrupt is left pending and the
+        working directory is the shell's again (setwd() in user code)."""
+        self.executing = True
+        try:
+            yield
+        finally:
+            self.executing = False
+            self.rlib.R_interrupts_pending = 0
+            if os.getcwd() != self.root:
+                os.chdir(self.root)
+
     def _string(self, cdata: Any, index: int) -> str:
         text: bytes = self.ffi.string(self.rlib.R_CHAR(self.rlib.STRING_ELT(cdata, index)))
         return text.decode("utf-8", "replace")
 
     def _run(self, exprs: Any, env: Any) -> tuple[bool, str]:
-        self.executing = True
         try:
-            status, message = self._run_r(exprs, env)
+            with self._evaluating():
+                status, message = self._run_r(exprs, env)
         except self.ri.embedded.RRuntimeError as exc:  # an interrupt or error escaping the handlers
             return False, str(exc).strip() or "R evaluation failed"
-        finally:
-            self.executing = False
-            self.rlib.R_interrupts_pending = 0
-            if os.getcwd() != self.root:  # setwd() in user code
-                os.chdir(self.root)
         if status == "ok":
             return True, ""
         return False, str(message)
