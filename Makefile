@@ -13,7 +13,7 @@ BENCH_VENV  := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.stamp
 
 .DEFAULT_GOAL := all
-.PHONY: bench-memory all run test shell-venv install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools
+.PHONY: bench-memory all run test shell-venv install install-r msclient services protos check-protos lint format typecheck bench bench-realtime bench-runtimes clean deploy-lint certs bench-cluster bench-pools bench-grpc
 
 all: lint typecheck test
 
@@ -99,6 +99,10 @@ bench-memory: $(STAMP) services
 # Realtime (ONNX) services against onnxruntime in a bare handler and a standard Python service.
 bench-realtime: $(STAMP) services
 	$(PY) -m tests.bench.realtime
+
+# One web-to-compute Call round trip, gRPC's default experiments against O16N_GRPC_EXPERIMENTS'.
+bench-grpc: $(STAMP)
+	$(PY) -m tests.bench.grpc_roundtrip
 
 # R vs Python shells: x + y p50/p99, 10,000-row data.frame round trip, shell cold start.
 bench-runtimes: $(RSTAMP) services

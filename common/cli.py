@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from common import eventloop
+from common import eventloop, grpc_runtime
 
 
 async def _wait_for_port(host: str, port: int, child: asyncio.subprocess.Process, *, timeout: float) -> None:
@@ -65,7 +65,34 @@ def _onebox() -> int:
     return eventloop.run(run())
 
 
+def _apply_grpc_experiments(argv: list[str]) -> None:
+    """O16N_GRPC_EXPERIMENTS of the process `argv` starts, before anything imports grpc. A bad
+    setting is left for the command that needs the settings to report."""
+    from common.settings import SettingsError, load
+    from computenode.settings import ComputeNodeSettings
+    from webnode.settings import WebNodeSettings
+
+    cls: type[WebNodeSettings | ComputeNodeSettings] = (
+        ComputeNodeSettings if argv[:1] == ["computenode"] else WebNodeSettings
+    )
+    try:
+        grpc_runtime.apply(load(cls).grpc_experiments)
+    except SettingsError:
+        return
+
+
 def main(argv: list[str] | None = None) -> int:
+    from common.settings import SettingsError
+
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except SettingsError as exc:
+        print(f"o16n: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
+    _apply_grpc_experiments(argv)
     parser = argparse.ArgumentParser(prog="o16n", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("onebox", help="run a web node and a compute node on 127.0.0.1")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 
-from common import eventloop
+from common import eventloop, grpc_runtime
 from common import logging as o16n_logging
-from common.settings import load
-from computenode.server import start_compute_node
+from common.settings import SettingsError, load
 from computenode.settings import ComputeNodeSettings
 
 
 async def serve(settings: ComputeNodeSettings) -> None:
+    from computenode.server import start_compute_node  # imports grpc: after grpc_runtime.apply
+
     node = await start_compute_node(settings)
     print(f"o16n compute node listening on {settings.compute_host}:{node.port}", flush=True)
     stop = asyncio.Event()
@@ -24,7 +26,11 @@ async def serve(settings: ComputeNodeSettings) -> None:
 
 
 def main() -> None:
-    settings = load(ComputeNodeSettings)
+    try:
+        settings = load(ComputeNodeSettings)
+    except SettingsError as exc:
+        sys.exit(f"o16n compute node: {exc}")
+    grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="computenode")
     eventloop.run(serve(settings))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import grpc_runtime
 from common.settings import SettingsError, setting
 
 
@@ -13,6 +14,7 @@ class ComputeNodeSettings:
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
     compute_host: str = setting("127.0.0.1", "Address the compute node's gRPC server binds to.")
     compute_port: int = setting(12805, "Port of the compute node's gRPC server (0 picks a free port).")
+    grpc_experiments: str = setting(grpc_runtime.DEFAULT, grpc_runtime.HELP)
     data_dir: Path = setting(Path(".o16n"), "Data directory; shells get working directories below it.")
     python_pool_initial_size: int = setting(2, "Python shells started ahead, warm, when the node starts.")
     python_pool_max_size: int = setting(8, "Most Python shells alive at once in the generic pool.")
@@ -107,6 +109,7 @@ class ComputeNodeSettings:
     realtime_pickle_pool_max_size: int = setting(2, "Most Python shells scoring pickled realtime models.")
 
     def validate(self) -> None:
+        grpc_runtime.validate(self.grpc_experiments)
         for runtime in ("python", "r"):
             initial = getattr(self, f"{runtime}_pool_initial_size")
             maximum = getattr(self, f"{runtime}_pool_max_size")

@@ -5,17 +5,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
+import sys
 
 from aiohttp import web
 
-from common import eventloop
+from common import eventloop, grpc_runtime
 from common import logging as o16n_logging
-from common.settings import load
-from webnode.app import create_app
+from common.settings import SettingsError, load
 from webnode.settings import WebNodeSettings
 
 
 async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) -> None:
+    from webnode.app import create_app  # imports grpc: after grpc_runtime.apply
+
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -39,7 +41,11 @@ async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) ->
 
 
 def main() -> None:
-    settings = load(WebNodeSettings)
+    try:
+        settings = load(WebNodeSettings)
+    except SettingsError as exc:
+        sys.exit(f"o16n web node: {exc}")
+    grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="webnode")
     eventloop.run(serve(settings))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import grpc_runtime
 from common.settings import SettingsError, setting
 
 
@@ -13,6 +14,7 @@ class WebNodeSettings:
     log_level: str = setting("INFO", "Logging level: DEBUG, INFO, WARNING or ERROR.")
     host: str = setting("127.0.0.1", "Address the web node's HTTP server binds to.")
     port: int = setting(12800, "Port of the web node's HTTP server (0 picks a free port).")
+    grpc_experiments: str = setting(grpc_runtime.DEFAULT, grpc_runtime.HELP)
     data_dir: Path = setting(Path(".o16n"), "Data directory: the embedded store lives here in one-box mode.")
     database_url: str = setting(
         "", "A postgresql:// DSN selects Postgres; empty uses the embedded SQLite store in the data dir."
@@ -129,6 +131,7 @@ class WebNodeSettings:
     )
 
     def validate(self) -> None:
+        grpc_runtime.validate(self.grpc_experiments)
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             raise SettingsError("O16N_DATABASE_URL must be a postgresql:// DSN (or empty for the embedded store)")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):

@@ -49,7 +49,7 @@ MLFLOW = "MLflow scoring server (pyfunc, 1 worker)"
 KG = "Jupyter Kernel Gateway (notebook-http)"
 COMPETITORS = {"MLflow scoring server": MLFLOW, "Jupyter Kernel Gateway": KG}
 # Sections of docs/benchmarks.md written by other commands (appended by hand), kept when the file is rewritten.
-KEPT_SECTIONS = ("## Memory growth",)
+KEPT_SECTIONS = ("## Memory growth", "## gRPC round trip")
 
 
 @dataclass
