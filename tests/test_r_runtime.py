@@ -92,12 +92,31 @@ async def test_top_level_error_and_r_errors_from_c(server: WebNode, http: aiohtt
         ('stop("plain")', "plain", "Error: plain\n"),
         ('1 + "a"', "non-numeric argument to binary operator", 'Error in 1 + "a" : non-numeric'),
         ("undefined_thing", "object 'undefined_thing' not found", "Error: object 'undefined_thing' not found"),
+        # At R's expression depth limit no handler can run: R reports the error itself.
+        (
+            "f <- function(n) f(n + 1); f(1)",
+            "evaluation nested too deeply: infinite recursion / options(expressions=)?",
+            "Error: evaluation nested too deeply",
+        ),
+        # A user's error option is not called: the shell reports the error as for any other.
+        ("options(error = function() cat('USER HANDLER')); stop('x')", "x", "Error: x\n"),
+        # Errors the code catches itself are not failures; one it rethrows is.
+        (
+            "try(stop('inner'), silent = TRUE); tryCatch(stop('inner2'), error = function(e) stop('outer'))",
+            "outer",
+            "Error in value[[3L]](cond) : outer",
+        ),
     ]:
         name = await publish(server, http, r_service(code))
         status, result = await consume(server, http, name, {})
         assert status == 200 and result["success"] is False
         assert result["errorMessage"] == message
         assert result["consoleOutput"].startswith(console), result["consoleOutput"]
+        assert "USER HANDLER" not in result["consoleOutput"]
+    # The shell still serves afterwards.
+    name = await publish(server, http, r_service("result <- 41 + 1"))
+    status, result = await consume(server, http, name, {})
+    assert status == 200 and result["success"] is True, result
 
 
 async def test_syntax_errors_fail_with_a_message(server: WebNode, http: aiohttp.ClientSession) -> None:
