@@ -189,10 +189,13 @@ async def start_field(
 
 
 def run_rounds(targets: list[Target], rounds: int, seconds: float) -> None:
-    """Warm every target up, then run each concurrency's rounds, targets alternating within a round."""
-    for target in targets:  # warm up
-        load.run(target.base, target.paths, target.body, token=target.token, concurrency=8, seconds=1)
+    """For each concurrency: warm every target up at it, then run its rounds, targets alternating
+    within a round. (Pools grow to the load and shrink when idle: without a warm-up at each
+    concurrency, the first round would also time the shells starting in the background.)"""
     for concurrency in CONCURRENCY:
+        for target in targets:
+            if concurrency in target.concurrency:
+                load.run(target.base, target.paths, target.body, token=target.token, concurrency=concurrency, seconds=1)
         for _ in range(rounds):
             for target in targets:
                 if concurrency not in target.concurrency:
@@ -453,7 +456,8 @@ def write_report(
         "",
         f"Measured by `make bench` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
         f"all on loopback; wrk (1 thread) closed loop, {header.rounds} rounds of {header.seconds:g} s per target "
-        "and concurrency, targets alternating; figures are medians over rounds. Ratios are to the floor "
+        "and concurrency after 1 s of warm-up at that concurrency, targets alternating; figures are medians "
+        "over rounds. Ratios are to the floor "
         "(a bare aiohttp handler doing the same x + y) measured in the same run. "
         f"Load average (1 min) {header.load[0]:.1f} before the run, {header.load[1]:.1f} after.",
         "",
