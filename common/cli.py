@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
 
 from common import eventloop, grpc_runtime
+from common.settings import SettingsError, load
+from computenode.settings import ComputeNodeSettings
+from webnode.settings import WebNodeSettings
 
 
 async def _wait_for_port(host: str, port: int, child: asyncio.subprocess.Process, *, timeout: float) -> None:
@@ -25,17 +29,14 @@ async def _wait_for_port(host: str, port: int, child: asyncio.subprocess.Process
         return
 
 
-def _onebox() -> int:
+def _onebox(settings: WebNodeSettings) -> int:
     """A web node in this process and a compute node as a child process, both on 127.0.0.1."""
     from common import logging as o16n_logging
-    from common.settings import load
     from webnode.__main__ import serve
-    from webnode.settings import WebNodeSettings
 
-    settings = load(WebNodeSettings)
     compute_port = os.environ.get("O16N_COMPUTE_PORT", "12805")
     if not settings.compute_nodes:
-        settings = load(WebNodeSettings, compute_nodes=[f"http://127.0.0.1:{compute_port}"])
+        settings = dataclasses.replace(settings, compute_nodes=[f"http://127.0.0.1:{compute_port}"])
     o16n_logging.configure(settings.log_level, name="webnode")
 
     async def run() -> int:
@@ -65,25 +66,21 @@ def _onebox() -> int:
     return eventloop.run(run())
 
 
-def _apply_grpc_experiments(argv: list[str]) -> None:
-    """O16N_GRPC_EXPERIMENTS of the process `argv` starts, before anything imports grpc. A bad
-    setting is left for the command that needs the settings to report."""
-    from common.settings import SettingsError, load
-    from computenode.settings import ComputeNodeSettings
-    from webnode.settings import WebNodeSettings
-
+def _settings(argv: list[str]) -> WebNodeSettings | ComputeNodeSettings | SettingsError:
+    """The settings of the process `argv` starts, loaded once, with O16N_GRPC_EXPERIMENTS applied
+    before anything imports grpc; a bad setting is returned for the commands that need them."""
     cls: type[WebNodeSettings | ComputeNodeSettings] = (
         ComputeNodeSettings if argv[:1] == ["computenode"] else WebNodeSettings
     )
     try:
-        grpc_runtime.apply(load(cls).grpc_experiments)
-    except SettingsError:
-        return
+        settings = load(cls)
+    except SettingsError as exc:
+        return exc
+    grpc_runtime.apply(settings.grpc_experiments)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.settings import SettingsError
-
     try:
         return _main(sys.argv[1:] if argv is None else argv)
     except SettingsError as exc:
@@ -92,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    _apply_grpc_experiments(argv)
+    settings = _settings(argv)
     parser = argparse.ArgumentParser(prog="o16n", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("onebox", help="run a web node and a compute node on 127.0.0.1")
@@ -110,17 +107,22 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.command == "admin" and args.admin in admin_cli.COMMANDS:
         return admin_cli.run(args)
+    if args.command in ("onebox", "webnode", "computenode") and isinstance(settings, SettingsError):
+        raise settings
     if args.command == "onebox":
-        return _onebox()
+        assert isinstance(settings, WebNodeSettings)
+        return _onebox(settings)
     if args.command == "webnode":
         from webnode.__main__ import main as web_main
 
-        web_main()
+        assert isinstance(settings, WebNodeSettings)
+        web_main(settings)
         return 0
     if args.command == "computenode":
         from computenode.__main__ import main as compute_main
 
-        compute_main()
+        assert isinstance(settings, ComputeNodeSettings)
+        compute_main(settings)
         return 0
     if args.command == "admin" and args.admin == "certs":
         from pathlib import Path
@@ -132,8 +134,6 @@ def _main(argv: list[str]) -> int:
         return 0
     if args.command == "settings":
         from common.settings import describe
-        from computenode.settings import ComputeNodeSettings
-        from webnode.settings import WebNodeSettings
 
         seen = set()
         for cls in (WebNodeSettings, ComputeNodeSettings):

@@ -25,12 +25,14 @@ async def serve(settings: ComputeNodeSettings) -> None:
     await node.stop()
 
 
-def main() -> None:
-    try:
-        settings = load(ComputeNodeSettings)
-    except SettingsError as exc:
-        sys.exit(f"o16n compute node: {exc}")
-    grpc_runtime.apply(settings.grpc_experiments)
+def main(settings: ComputeNodeSettings | None = None) -> None:
+    """Run until SIGINT/SIGTERM with `settings` (the `o16n` command's), else this process's own."""
+    if settings is None:
+        try:
+            settings = load(ComputeNodeSettings)
+        except SettingsError as exc:
+            sys.exit(f"o16n compute node: {exc}")
+        grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="computenode")
     eventloop.run(serve(settings))
 

@@ -40,12 +40,14 @@ async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) ->
         await runner.cleanup()
 
 
-def main() -> None:
-    try:
-        settings = load(WebNodeSettings)
-    except SettingsError as exc:
-        sys.exit(f"o16n web node: {exc}")
-    grpc_runtime.apply(settings.grpc_experiments)
+def main(settings: WebNodeSettings | None = None) -> None:
+    """Run until SIGINT/SIGTERM with `settings` (the `o16n` command's), else this process's own."""
+    if settings is None:
+        try:
+            settings = load(WebNodeSettings)
+        except SettingsError as exc:
+            sys.exit(f"o16n web node: {exc}")
+        grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="webnode")
     eventloop.run(serve(settings))
 

@@ -39,8 +39,8 @@ from computenode.shells.children import keep_private, keep_socket_to_self, live_
 Reply = tuple[dict[str, Any], list[bytes]]
 
 # Evaluation helpers, in an environment of their own (parent: base) that user code never sees.
-# run() returns c("ok", "") when the code succeeds; otherwise take_failure() gives c(status,
-# message), status "error" or "interrupt".
+# run() returns when the code succeeds; otherwise take_failure() gives c(status, message),
+# status "error" or "interrupt".
 _R_RUNNER = r"""
 local({
     .o16n_user <- function(exprs, env) {
@@ -79,13 +79,13 @@ local({
         paste0("Traceback (most recent call first):\n",
                paste0(n:1, ": ", rev(lines), "\n", collapse = ""))
     }
-    # run() returns c("ok", "") or does not return: a failure is recorded for take_failure() and
+    # run() returns (NULL), or does not: a failure is recorded for take_failure() and
     # R unwinds to the top level (the "abort" restart), where R_tryEval returns with its error
     # flag set. No tryCatch: its R-level frames cost about 11 µs per run, more than x + y.
     failure <- NULL
     run <- function(exprs, env) {
         withCallingHandlers(
-            { .o16n_user(exprs, env); c("ok", "") },
+            .o16n_user(exprs, env),
             warning = function(w) {
                 cat("Warning message:\n", if (internal(conditionCall(w))) "" else
                     paste0("In ", paste(deparse(conditionCall(w), nlines = 1L), collapse = ""), " : "),
@@ -118,17 +118,16 @@ local({
         if (length(leftover)) rm(list = leftover, envir = globalenv())
     }
     # One service execution in one call from Python: bind inputs, run, clear the global
-    # environment, collect the outputs (bound by the code, else by initCode, else NULL).
+    # environment, return the outputs (bound by the code, else by initCode, else NULL) as a list.
     execute <- function(exprs, base, inputs, outputs) {
         env <- new.env(parent = base)
         if (length(inputs)) list2env(inputs, envir = env)
-        status <- run(exprs, env)  # returns only when the code succeeded
+        run(exprs, env)  # returns only when the code succeeded
         clear_global()
-        found <- lapply(outputs, function(n) {
+        lapply(outputs, function(n) {
             if (exists(n, envir = env, inherits = FALSE)) get(n, envir = env, inherits = FALSE)
             else if (exists(n, envir = base, inherits = FALSE)) get(n, envir = base, inherits = FALSE)
         })
-        list(status, found)
     }
     parse_code <- function(code) {
         tryCatch(parse(text = code, keep.source = FALSE), error = function(e) conditionMessage(e))
@@ -543,7 +542,7 @@ class RShell:
         if self._error_flag[0]:  # the code failed (run() unwound), or an interrupt came outside it
             self._clear_global()
             return False, self._why_failed(), None
-        return True, "", rlib.VECTOR_ELT(result, 1)
+        return True, "", result
 
     @contextlib.contextmanager
     def _evaluating(self) -> Iterator[None]:

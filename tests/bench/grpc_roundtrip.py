@@ -21,30 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import eventloop, grpc_runtime
+from tests.bench.cpu import context_switches, cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SETTINGS = {"gRPC defaults": "", "O16N_GRPC_EXPERIMENTS default": grpc_runtime.DEFAULT}
 BATCHES = (1, 8)
 ADD = b'{"x":1,"y":2}'
-
-
-def _switches(pid: int | str) -> int:
-    total = 0
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/status") as status:
-                for line in status:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except OSError:
-            continue  # a thread that ended meanwhile
-    return total
-
-
-def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------ the two processes
@@ -91,11 +73,12 @@ async def _client(port: int, trips: int, batch: int) -> None:
         for _ in range(200):  # warm up
             await call.write(request)
             await call.read()
-        switches, cpu, started = _switches("self"), time.process_time(), time.perf_counter()
+        switches, cpu, started = context_switches("self"), time.process_time(), time.perf_counter()
         for _ in range(trips):
             await call.write(request)
             await call.read()
-        wall, cpu, switches = time.perf_counter() - started, time.process_time() - cpu, _switches("self") - switches
+        wall = time.perf_counter() - started
+        cpu, switches = time.process_time() - cpu, context_switches("self") - switches
         print(f"{wall / trips} {cpu / trips} {switches / trips}", flush=True)
         call.cancel()
 
@@ -124,7 +107,7 @@ def _measure(experiments: str, trips: int, batch: int, work: Path) -> Trip:
                 raise RuntimeError("the bench's gRPC server did not start")
             time.sleep(0.02)  # polling for readiness, not pacing the measurement
         port = int(port_file.read_text())
-        cpu, switches = _cpu(server.pid), _switches(server.pid)
+        cpu, switches = cpu_seconds(server.pid), context_switches(server.pid)
         out = subprocess.run(
             [*me, "--client", str(port), "--trips", str(trips), "--batch", str(batch)],
             env=env,
@@ -133,7 +116,7 @@ def _measure(experiments: str, trips: int, batch: int, work: Path) -> Trip:
             capture_output=True,
             text=True,
         ).stdout.split()
-        server_cpu, server_switches = _cpu(server.pid) - cpu, _switches(server.pid) - switches
+        server_cpu, server_switches = cpu_seconds(server.pid) - cpu, context_switches(server.pid) - switches
     finally:
         server.kill()
         server.wait()
