@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import tomllib
 import types
 import typing
@@ -96,6 +97,14 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: An
     if callable(validate):
         validate()
     return settings
+
+
+def load_or_exit(cls: type[T], process: str) -> T:
+    """`load(cls)` for a process's entry point: a bad setting ends it with one line naming it."""
+    try:
+        return load(cls)
+    except SettingsError as exc:
+        sys.exit(f"o16n {process}: {exc}")
 
 
 def describe(cls: type[Any]) -> list[tuple[str, str, str]]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 from common import eventloop, grpc_runtime
 from common import logging as o16n_logging
-from common.settings import SettingsError, load
+from common.settings import load_or_exit
 from computenode.settings import ComputeNodeSettings
 
 
@@ -28,10 +27,7 @@ async def serve(settings: ComputeNodeSettings) -> None:
 def main(settings: ComputeNodeSettings | None = None) -> None:
     """Run until SIGINT/SIGTERM with `settings` (the `o16n` command's), else this process's own."""
     if settings is None:
-        try:
-            settings = load(ComputeNodeSettings)
-        except SettingsError as exc:
-            sys.exit(f"o16n compute node: {exc}")
+        settings = load_or_exit(ComputeNodeSettings, "compute node")
         grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="computenode")
     eventloop.run(serve(settings))

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import ssl
-import sys
 
 from aiohttp import web
 
 from common import eventloop, grpc_runtime
 from common import logging as o16n_logging
-from common.settings import SettingsError, load
+from common.settings import load_or_exit
 from webnode.settings import WebNodeSettings
 
 
@@ -43,10 +42,7 @@ async def serve(settings: WebNodeSettings, stop: asyncio.Event | None = None) ->
 def main(settings: WebNodeSettings | None = None) -> None:
     """Run until SIGINT/SIGTERM with `settings` (the `o16n` command's), else this process's own."""
     if settings is None:
-        try:
-            settings = load(WebNodeSettings)
-        except SettingsError as exc:
-            sys.exit(f"o16n web node: {exc}")
+        settings = load_or_exit(WebNodeSettings, "web node")
         grpc_runtime.apply(settings.grpc_experiments)
     o16n_logging.configure(settings.log_level, name="webnode")
     eventloop.run(serve(settings))
